@@ -1,0 +1,1 @@
+//! `berth engine`: wires the engine core to the Docker Engine API server.

@@ -1,0 +1,1 @@
+//! Image references, digests, content store, image store (tags) and import.

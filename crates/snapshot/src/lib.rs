@@ -1,0 +1,1 @@
+//! Layer application (tar, gzip, whiteouts, safe paths) and overlay snapshots per layer chain.
