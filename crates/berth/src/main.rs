@@ -2,6 +2,7 @@
 //! dispatched before anything else so they stay single-threaded and start fast (no tokio, no clap for
 //! the shim).
 
+mod bench;
 mod cli;
 mod daemon;
 mod runtime_cli;

@@ -1,0 +1,131 @@
+//! `/images/…`. Names carry '/' and ':', so `/images/{*rest}` is split on its known suffixes here.
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::TryStreamExt;
+use serde_json::{json, Value};
+
+use super::{filters, flag, Params, Shared};
+use crate::error::{ApiError, ApiResult};
+use crate::render;
+
+pub async fn list(State(engine): State<Shared>, q: Params) -> ApiResult<impl IntoResponse> {
+    let f = filters(&q)?;
+    let dangling = f.get("dangling").and_then(|v| v.first()).map(|v| v == "true" || v == "1");
+    let mut out: Vec<Value> = engine
+        .images()
+        .iter()
+        .filter(|i| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
+        .filter(|i| match f.get("reference") {
+            Some(refs) if !refs.is_empty() => refs.iter().any(|r| i.repo_tags.iter().any(|t| t == r || t.starts_with(&format!("{r}:")))),
+            _ => true,
+        })
+        .map(|i| render::image_summary(i, engine.image_users(&i.id.to_string())))
+        .collect();
+    out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
+    Ok(Json(out))
+}
+
+fn json_lines(lines: Vec<Value>) -> Response {
+    let body: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+/// `POST /images/create`: `fromSrc=-` imports the request body. Pulling arrives with registry support.
+pub async fn create(State(engine): State<Shared>, q: Params, req: Request) -> ApiResult<Response> {
+    if q.get("fromSrc").map(String::as_str) == Some("-") {
+        let body = req.into_body().into_data_stream().map_err(std::io::Error::other);
+        let reader = tokio_util::io::StreamReader::new(body);
+        let sync_reader = tokio_util::io::SyncIoBridge::new(reader);
+        let changes: Vec<String> = q.get("changes").map(|c| vec![c.clone()]).unwrap_or_default();
+        let imported = engine
+            .import_image(
+                Box::new(sync_reader),
+                engine::ImportRequest {
+                    repo: q.get("repo").cloned().unwrap_or_default(),
+                    tag: q.get("tag").cloned().unwrap_or_default(),
+                    message: q.get("message").cloned().unwrap_or_default(),
+                    changes,
+                },
+            )
+            .await;
+        return Ok(match imported {
+            Ok(img) => json_lines(vec![json!({"status": img.id.to_string()})]),
+            Err(e) => {
+                let msg = e.to_string();
+                json_lines(vec![json!({"errorDetail": {"message": msg}, "error": msg})])
+            }
+        });
+    }
+    if let Some(from) = q.get("fromImage") {
+        let tag = q.get("tag").filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default();
+        return Err(ApiError::not_found(format!(
+            "pull access denied for {from}{tag}: berth cannot pull from registries yet; import the image with 'berth import' instead"
+        )));
+    }
+    Err(ApiError::bad_request("either fromSrc or fromImage must be given"))
+}
+
+/// Splits `name/with:tag/json` into ("name/with:tag", "json").
+fn split(rest: &str) -> (&str, &str) {
+    for suffix in ["json", "tag", "history", "push", "get"] {
+        if let Some(name) = rest.strip_suffix(suffix).and_then(|r| r.strip_suffix('/')) {
+            return (name, suffix);
+        }
+    }
+    (rest, "")
+}
+
+pub async fn get(State(engine): State<Shared>, Path(rest): Path<String>) -> ApiResult<Response> {
+    match split(&rest) {
+        (name, "json") => {
+            let img = engine.image(name)?;
+            Ok(Json(render::image_inspect(&img)).into_response())
+        }
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+pub async fn post(State(engine): State<Shared>, Path(rest): Path<String>, q: Params, _body: Bytes) -> ApiResult<Response> {
+    match split(&rest) {
+        (name, "tag") => {
+            let repo = q.get("repo").cloned().unwrap_or_default();
+            if repo.is_empty() {
+                return Err(ApiError::bad_request("repository name must have at least one component"));
+            }
+            engine.tag_image(name, &repo, q.get("tag").map(String::as_str).unwrap_or("")).await?;
+            Ok(StatusCode::CREATED.into_response())
+        }
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+pub async fn remove(State(engine): State<Shared>, Path(rest): Path<String>, q: Params) -> ApiResult<impl IntoResponse> {
+    let removed = engine.remove_image(&rest, flag(&q, "force")).await?;
+    let out: Vec<Value> = removed
+        .iter()
+        .map(|r| match r {
+            image::Removed::Untagged(n) => json!({"Untagged": n}),
+            image::Removed::Deleted(d) => json!({"Deleted": d.to_string()}),
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_paths_split_on_their_suffix() {
+        assert_eq!(split("reg:5000/team/app:1/json"), ("reg:5000/team/app:1", "json"));
+        assert_eq!(split("bb:1/tag"), ("bb:1", "tag"));
+        assert_eq!(split("bb:1"), ("bb:1", ""));
+    }
+}
