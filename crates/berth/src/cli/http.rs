@@ -1,0 +1,224 @@
+//! A minimal HTTP/1.1 client over the engine's unix socket, for the two things bollard cannot do:
+//! return a response's raw JSON (inspect and lists print and template the engine's JSON exactly,
+//! and do not fail on a field bollard's typed models require), and tell when a response's headers
+//! have arrived before its body (`wait` must be registered before `start`, as docker's CLI does).
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{CliError, API_VERSION};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub status: u16,
+    pub chunked: bool,
+    pub content_length: Option<usize>,
+}
+
+/// A response whose headers are read and whose body is still on the wire.
+pub struct Pending {
+    head: Head,
+    stream: UnixStream,
+    already: Vec<u8>,
+    host: String,
+}
+
+impl Pending {
+    /// Reads the rest of the body (the server closes: we sent `Connection: close`).
+    pub async fn body(mut self) -> Result<Vec<u8>, CliError> {
+        let mut raw = self.already;
+        let limit = self.head.content_length.filter(|_| !self.head.chunked);
+        if limit.is_none_or(|n| raw.len() < n) {
+            self.stream.read_to_end(&mut raw).await.map_err(|e| CliError::io(&self.host, e))?;
+        }
+        finish(&self.head, raw)
+    }
+}
+
+/// The engine's socket and its `unix://` spelling for messages.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub socket: PathBuf,
+}
+
+impl Endpoint {
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Sends a request and returns once the response headers have arrived. Non-2xx statuses
+    /// become `CliError::Daemon` with the engine's message.
+    pub async fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Pending, CliError> {
+        let host = self.host();
+        let mut stream = connect(&self.socket, &host).await?;
+        stream.write_all(&request_bytes(method, path, body)).await.map_err(|e| CliError::io(&host, e))?;
+        let mut buf = Vec::with_capacity(4096);
+        let head_end = loop {
+            if let Some(end) = find_head_end(&buf) {
+                break end;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.map_err(|e| CliError::io(&host, e))?;
+            if n == 0 {
+                return Err(CliError::Other(format!("the engine at {host} closed the connection without answering")));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = parse_head(&buf[..head_end]).ok_or_else(|| CliError::Other(format!("malformed HTTP response from {host}")))?;
+        let pending = Pending { head, stream, already: buf[head_end..].to_vec(), host };
+        if (200..300).contains(&pending.head.status) || pending.head.status == 304 {
+            return Ok(pending);
+        }
+        let status = pending.head.status;
+        let body = pending.body().await?;
+        Err(CliError::Daemon { status, message: error_message(&body) })
+    }
+
+    /// A GET (or other request) whose JSON answer is returned as is.
+    pub async fn json(&self, method: &str, path: &str) -> Result<serde_json::Value, CliError> {
+        let body = self.send(method, path, None).await?.body().await?;
+        serde_json::from_slice(&body).map_err(|e| CliError::Other(format!("invalid JSON from the engine for {path}: {e}")))
+    }
+}
+
+async fn connect(socket: &Path, host: &str) -> Result<UnixStream, CliError> {
+    UnixStream::connect(socket).await.map_err(|e| CliError::io(host, e))
+}
+
+fn request_bytes(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
+    let mut req = format!("{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    } else if method == "POST" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    bytes
+}
+
+/// Where the header block ends (just past the blank line), if it has arrived.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn parse_head(raw: &[u8]) -> Option<Head> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut lines = text.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut head = Head { status, chunked: false, content_length: None };
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+            head.chunked = true;
+        } else if k.eq_ignore_ascii_case("content-length") {
+            head.content_length = v.parse().ok();
+        }
+    }
+    Some(head)
+}
+
+fn finish(head: &Head, raw: Vec<u8>) -> Result<Vec<u8>, CliError> {
+    if head.chunked {
+        return dechunk(&raw).ok_or_else(|| CliError::Other("malformed chunked response from the engine".into()));
+    }
+    match head.content_length {
+        Some(n) if raw.len() >= n => Ok(raw[..n].to_vec()),
+        Some(_) => Err(CliError::Other("the engine closed the connection mid-response".into())),
+        None => Ok(raw),
+    }
+}
+
+/// Decodes a complete chunked body; `None` if it is malformed or cut short.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+/// The `message` of Docker's `{"message": …}` error bodies, or the body itself.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
+}
+
+/// Percent-encodes a query value.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_is_parsed_case_insensitively() {
+        let h = parse_head(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(h, Some(Head { status: 404, chunked: false, content_length: Some(12) }));
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.map(|h| h.chunked), Some(true));
+        assert_eq!(parse_head(b"garbage"), None);
+    }
+
+    #[test]
+    fn head_end_is_found_only_once_complete() {
+        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\n\r\n{}"), Some(19));
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n"), Some(b"Wikipedia".to_vec()));
+        assert_eq!(dechunk(b"4\r\nWi"), None, "a cut-short body is not silently accepted");
+    }
+
+    #[test]
+    fn bodies_honour_content_length() {
+        let head = Head { status: 200, chunked: false, content_length: Some(2) };
+        assert_eq!(finish(&head, b"{}trailing".to_vec()).ok(), Some(b"{}".to_vec()));
+        assert!(finish(&head, b"{".to_vec()).is_err());
+    }
+
+    #[test]
+    fn error_messages_come_from_docker_json() {
+        assert_eq!(error_message(br#"{"message":"No such container: x"}"#), "No such container: x");
+        assert_eq!(error_message(b"plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn requests_carry_the_pinned_version_and_a_length() {
+        let r = String::from_utf8(request_bytes("POST", "/containers/x/wait?condition=next-exit", None)).unwrap_or_default();
+        assert!(r.starts_with("POST /v1.44/containers/x/wait?condition=next-exit HTTP/1.1\r\n"), "{r}");
+        assert!(r.contains("Content-Length: 0\r\n") && r.ends_with("\r\n\r\n"));
+        let r = String::from_utf8(request_bytes("POST", "/x", Some(b"{}"))).unwrap_or_default();
+        assert!(r.contains("Content-Length: 2\r\n") && r.ends_with("\r\n\r\n{}"));
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(query_escape(r#"{"a":["b=c"]}"#), "%7B%22a%22%3A%5B%22b%3Dc%22%5D%7D");
+        assert_eq!(query_escape("bb:1"), "bb%3A1");
+    }
+}
