@@ -144,7 +144,10 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
             return Some(out);
         }
         out.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
+        if raw.get(size..size + 2)? != b"\r\n" {
+            return None;
+        }
+        raw = &raw[size + 2..];
     }
 }
 
@@ -192,6 +195,7 @@ mod tests {
     fn chunked_bodies_are_decoded() {
         assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n"), Some(b"Wikipedia".to_vec()));
         assert_eq!(dechunk(b"4\r\nWi"), None, "a cut-short body is not silently accepted");
+        assert_eq!(dechunk(b"3\r\nWiki\r\n0\r\n\r\n"), None, "a wrong chunk size is not silently accepted");
     }
 
     #[test]
@@ -214,6 +218,69 @@ mod tests {
         assert!(r.contains("Content-Length: 0\r\n") && r.ends_with("\r\n\r\n"));
         let r = String::from_utf8(request_bytes("POST", "/x", Some(b"{}"))).unwrap_or_default();
         assert!(r.contains("Content-Length: 2\r\n") && r.ends_with("\r\n\r\n{}"));
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn send_returns_when_headers_arrive_before_the_body() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let socket = dir.path().join("engine.sock");
+        runtime().block_on(async {
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}"));
+            let (release, released) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+                let mut req = [0u8; 1024];
+                let n = conn.read(&mut req).await.unwrap_or(0);
+                assert!(req[..n].starts_with(b"POST /v1.44/containers/c1/wait?condition=next-exit "));
+                conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap_or_default();
+                // The body only comes once the client has seen the headers (as a container
+                // exits only after the CLI started it).
+                let _ = released.await;
+                conn.write_all(b"1d\r\n{\"StatusCode\":3,\"Error\":null}\r\n0\r\n\r\n").await.unwrap_or_default();
+            });
+            let ep = Endpoint { socket: socket.clone() };
+            let pending = ep.send("POST", "/containers/c1/wait?condition=next-exit", None).await;
+            let pending = pending.unwrap_or_else(|e| panic!("{e}"));
+            let _ = release.send(());
+            let body = pending.body().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(body, br#"{"StatusCode":3,"Error":null}"#);
+            server.await.unwrap_or_else(|e| panic!("{e}"));
+        });
+    }
+
+    #[test]
+    fn error_statuses_carry_the_engine_message() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let socket = dir.path().join("engine.sock");
+        runtime().block_on(async {
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}"));
+            tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+                let mut req = [0u8; 1024];
+                let _ = conn.read(&mut req).await;
+                let body = r#"{"message":"No such container: x"}"#;
+                let resp = format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                conn.write_all(resp.as_bytes()).await.unwrap_or_default();
+            });
+            let ep = Endpoint { socket: socket.clone() };
+            match ep.json("GET", "/containers/x/json").await {
+                Err(CliError::Daemon { status: 404, message }) => assert_eq!(message, "No such container: x"),
+                other => panic!("expected a 404, got {:?}", other.map(|_| ())),
+            }
+        });
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let socket = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}")));
+        let r = runtime().block_on(Endpoint { socket }.json("GET", "/info"));
+        assert!(matches!(r, Err(CliError::Unreachable { .. })), "{:?}", r.map(|_| ()));
     }
 
     #[test]
