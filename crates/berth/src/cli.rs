@@ -8,6 +8,8 @@
 mod attach;
 mod container;
 mod exec;
+#[cfg(test)]
+mod fake_engine;
 mod host;
 mod http;
 mod image;

@@ -1,7 +1,7 @@
 //! Finding the engine: `-H/--host`, then `$BERTH_HOST`, then the default socket.
 use std::path::PathBuf;
 
-use super::{http::Endpoint, CliError, CliResult, Client};
+use super::{http::Endpoint, CliError, CliResult, Client, API_VERSION};
 
 pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 
@@ -31,10 +31,27 @@ pub fn connect(socket: PathBuf) -> CliResult<Client> {
     let version = bollard::ClientVersion { major_version: 1, minor_version: 44 };
     let path = ep.socket.to_string_lossy().into_owned();
     match bollard::Docker::connect_with_unix(&path, TIMEOUT_SECS, &version) {
-        Ok(docker) => Ok(Client { docker, ep }),
+        Ok(docker) => Ok(Client { docker: docker.with_request_modifier(pin_version), ep }),
         Err(bollard::errors::Error::SocketNotFoundError(_)) => Err(CliError::Unreachable { host: ep.host() }),
         Err(e) => Err(CliError::Other(format!("connecting to {}: {e}", ep.host()))),
     }
+}
+
+/// bollard 0.21 drops the `/vX.Y` prefix when it joins a path onto the base URL, so requests
+/// would go out unversioned; this puts the pinned version back on every path.
+fn pin_version(mut req: bollard::BollardRequest) -> bollard::BollardRequest {
+    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    if pq.starts_with("/v1.") {
+        return req;
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(p) = format!("/v{API_VERSION}{pq}").parse() {
+        parts.path_and_query = Some(p);
+    }
+    if let Ok(uri) = TryInto::try_into(parts) {
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 #[cfg(test)]

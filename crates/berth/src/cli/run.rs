@@ -431,6 +431,56 @@ mod tests {
         assert_eq!(with_default_tag("localhost:5000/bb"), "localhost:5000/bb:latest");
     }
 
+    fn run_against(script: super::super::fake_engine::Script, argv: &[&str]) -> (CliResult<u8>, Vec<String>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let fake = super::super::fake_engine::FakeEngine::start(script);
+            let client = super::super::host::connect(fake.socket.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let r = run(&client, args(argv)).await;
+            (r, fake.requests())
+        })
+    }
+
+    #[test]
+    fn run_attaches_and_registers_the_wait_before_starting_and_exits_with_the_status() {
+        let script = super::super::fake_engine::Script { frames: vec![(1, b"out\n".to_vec()), (2, b"err\n".to_vec())], exit_code: 3, ..Default::default() };
+        let (r, reqs) = run_against(script, &["--rm", "bb:1", "sh", "-c", "exit 3"]);
+        assert_eq!(r.ok(), Some(3), "{reqs:?}");
+        let paths: Vec<&str> = reqs.iter().filter_map(|l| l.split_whitespace().nth(1)).map(|p| p.split('?').next().unwrap_or(p)).collect();
+        assert_eq!(paths, ["/v1.44/containers/create", "/v1.44/containers/c1/attach", "/v1.44/containers/c1/wait", "/v1.44/containers/c1/start"]);
+        assert!(reqs[2].contains("condition=removed"), "--rm waits for removal: {}", reqs[2]);
+    }
+
+    #[test]
+    fn a_missing_image_is_reported_as_docker_does_with_exit_125() {
+        let script = super::super::fake_engine::Script { missing_image: true, ..Default::default() };
+        let (r, _) = run_against(script, &["bb:2", "true"]);
+        match r {
+            Err(e @ CliError::Daemon { .. }) => {
+                assert!(e.to_string().contains("pull access denied for bb"), "{e}");
+                assert_eq!(super::super::report(&e, true), 125);
+            }
+            other => panic!("expected a daemon error, got {:?}", other.map_err(|e| e.to_string())),
+        }
+    }
+
+    #[test]
+    fn a_command_that_cannot_be_found_exits_127() {
+        let script = super::super::fake_engine::Script {
+            start_error: Some("exec: \"no-such-command\": executable file not found in $PATH".into()),
+            ..Default::default()
+        };
+        let (r, _) = run_against(script, &["bb:1", "no-such-command"]);
+        assert_eq!(r.ok(), Some(127));
+    }
+
+    #[test]
+    fn detached_runs_create_and_start_without_attaching() {
+        let (r, reqs) = run_against(super::super::fake_engine::Script::default(), &["-d", "bb:1", "sleep", "1"]);
+        assert_eq!(r.ok(), Some(0));
+        assert!(reqs.iter().all(|l| !l.contains("/attach") && !l.contains("/wait")), "{reqs:?}");
+    }
+
     #[test]
     fn bad_units_are_refused_at_parse_time() {
         assert!(T::try_parse_from(["run", "-m", "lots", "bb:1"]).is_err());
