@@ -73,8 +73,21 @@ pub async fn exec(c: &Client, a: ExecArgs) -> CliResult<u8> {
         s.abort();
     }
     streamed.map_err(|e| c.err(e))?;
-    let info = c.ep.json("GET", &format!("/exec/{id}/json")).await?;
-    Ok(info.get("ExitCode").and_then(|v| v.as_i64()).map_or(1, |code| (code & 0xff) as u8))
+    exit_code(c, &id).await
+}
+
+/// The exec's exit code. The stream can close a moment before the engine records the exit, so a
+/// still-running answer is asked again for a short while.
+async fn exit_code(c: &Client, id: &str) -> CliResult<u8> {
+    for _ in 0..100 {
+        let info = c.ep.json("GET", &format!("/exec/{id}/json")).await?;
+        let running = info.get("Running").and_then(|v| v.as_bool()).unwrap_or(false);
+        match info.get("ExitCode").and_then(|v| v.as_i64()) {
+            Some(code) if !running => return Ok((code & 0xff) as u8),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    Err(CliError::Other(format!("exec {id} did not report an exit code")))
 }
 
 #[cfg(test)]
@@ -106,6 +119,19 @@ mod tests {
     fn detached_exec_attaches_nothing() {
         let c = args(&["-d", "web", "touch", "/x"]).config(&|_| None);
         assert_eq!((c.attach_stdin, c.attach_stdout, c.attach_stderr), (Some(false), Some(false), Some(false)));
+    }
+
+    #[test]
+    fn exec_streams_output_and_exits_with_the_exec_code() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+        let (code, reqs) = rt.block_on(async {
+            let fake = super::super::fake_engine::FakeEngine::start(super::super::fake_engine::Script { exit_code: 7, ..Default::default() });
+            let client = super::super::host::connect(fake.socket.clone()).unwrap_or_else(|e| panic!("{e}"));
+            (exec(&client, args(&["c1", "sh", "-c", "exit 7"])).await.ok(), fake.requests())
+        });
+        assert_eq!(code, Some(7), "{reqs:?}");
+        let paths: Vec<&str> = reqs.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
+        assert_eq!(paths, ["/v1.44/containers/c1/exec", "/v1.44/exec/e1/start", "/v1.44/exec/e1/json"]);
     }
 
     #[test]

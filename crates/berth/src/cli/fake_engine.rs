@@ -136,6 +136,23 @@ async fn serve(mut conn: UnixStream, s: Arc<Shared>) {
             let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
             s.started.send_replace(true);
         }
+    } else if path.starts_with("/containers/c1/exec") {
+        let _ = conn.write_all(&reply("201 Created", r#"{"Id":"e1"}"#)).await;
+    } else if path.starts_with("/exec/e1/start") {
+        let head = "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n";
+        let _ = conn.write_all(head.as_bytes()).await;
+        let _ = conn.write_all(&[1, 0, 0, 0, 0, 0, 0, 3, b'i', b'n', b'\n']).await;
+        let _ = conn.shutdown().await;
+    } else if path.starts_with("/exec/e1/json") {
+        let body = serde_json::json!({"Running": false, "ExitCode": s.script.exit_code}).to_string();
+        let _ = conn.write_all(&reply("200 OK", &body)).await;
+    } else if path.starts_with("/containers/c1/json") {
+        let _ = conn.write_all(&reply("200 OK", r#"{"Id":"c1","State":{"Status":"running"}}"#)).await;
+    } else if path.starts_with("/images/bb:1/json") {
+        let _ = conn.write_all(&reply("200 OK", r#"{"Id":"sha256:abc","Os":"linux"}"#)).await;
+    } else if path.starts_with("/containers/") && path.ends_with("/json") {
+        let name = path.trim_start_matches("/containers/").trim_end_matches("/json");
+        let _ = conn.write_all(&reply("404 Not Found", &format!(r#"{{"message":"No such container: {name}"}}"#))).await;
     } else {
         let _ = conn.write_all(&reply("404 Not Found", r#"{"message":"page not found"}"#)).await;
     }

@@ -87,6 +87,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn inspect_against(names: &[&str]) -> (CliResult<u8>, Vec<String>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let fake = super::super::fake_engine::FakeEngine::start(Default::default());
+            let client = super::super::host::connect(fake.socket.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let a = InspectArgs { format: Some("{{.Id}}".into()), kind: None, size: false, names: names.iter().map(|n| n.to_string()).collect() };
+            (inspect(&client, a).await, fake.requests())
+        })
+    }
+
+    #[test]
+    fn inspect_falls_through_from_containers_to_images() {
+        let (code, reqs) = inspect_against(&["bb:1"]);
+        assert_eq!(code.ok(), Some(0));
+        let paths: Vec<&str> = reqs.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
+        assert_eq!(paths, ["/v1.44/containers/bb:1/json", "/v1.44/images/bb:1/json"]);
+    }
+
+    #[test]
+    fn inspecting_nothing_that_exists_fails_with_exit_1() {
+        let (code, _) = inspect_against(&["c1", "nothing-here"]);
+        assert_eq!(code.ok(), Some(1));
+    }
+
     #[test]
     fn json_is_indented_with_four_spaces() {
         let v = json!([{"Id": "x", "State": {"Running": true}}]);
