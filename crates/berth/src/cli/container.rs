@@ -2,7 +2,7 @@
 use bollard::query_parameters::{AttachContainerOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions};
 
 use super::attach::{self, RawTerminal};
-use super::run::{start_failure_code, wait_status};
+use super::run::wait_status;
 use super::{each, CliError, CliResult, Client};
 
 #[derive(Debug, clap::Args)]
@@ -106,12 +106,8 @@ async fn start_attached(c: &Client, name: &str, interactive: bool) -> CliResult<
     let raw = if tty && stdin { RawTerminal::enable() } else { None };
     if let Err(e) = c.docker.start_container(&id, None).await {
         drop(raw);
-        let e = c.err(e);
-        eprintln!("{e}");
-        return Ok(match &e {
-            CliError::Daemon { message, .. } => start_failure_code(message).max(1),
-            _ => 1,
-        });
+        // docker start reports start failures with exit 1 (run is the one that maps 125-127).
+        return Ok(super::report(&c.err(e), false));
     }
     let _helpers = attach::Helpers::start(c, &id, tty, attach::Target::Container);
     let stdin_task = stdin.then(|| attach::spawn_stdin(attached.input));
