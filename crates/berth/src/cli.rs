@@ -1,10 +1,12 @@
 //! The `berth` command line: a Docker Engine API client with docker's flags, output and exit
 //! codes, plus `berth engine` (runs the engine in the foreground) and `berth bench`.
 //!
-//! Layout: `host` finds and connects to the engine; `http` is a tiny raw client for raw JSON and
-//! header-first waits; `run`, `container`, `exec`, `ps`, `image`, `inspect`, `system` are the
-//! command groups; `attach` holds the terminal and stream plumbing; `template` evaluates Go
-//! templates; `units` and `table` reproduce docker's wording and column layout.
+//! Layout: `host` finds and connects to the engine; bollard (pinned to API 1.44) makes the plain
+//! calls, while `http`, a tiny raw client, serves raw JSON (inspect, lists), header-first waits and
+//! the byte streams (attach, exec start, logs), which it hands over exactly; `run`, `container`,
+//! `exec`, `ps`, `image`, `inspect`, `system` are the command groups; `attach` holds the terminal
+//! and stream plumbing; `template` evaluates Go templates; `units` and `table` reproduce docker's
+//! wording and column layout; `fake_engine` is a scripted API server for the flow tests.
 mod attach;
 mod container;
 mod exec;

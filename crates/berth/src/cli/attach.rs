@@ -1,18 +1,17 @@
 //! Terminal and stream plumbing shared by run, start -a, exec and logs: raw mode (restored on
 //! drop, so also on errors), terminal size and SIGWINCH resizes, signal proxying, stdin copying
-//! with a half-close at EOF, and output demultiplexed to stdout and stderr.
+//! with a half-close at EOF, and output (raw with a tty, else demultiplexed) to stdout and stderr.
 use std::io::{IsTerminal, Write};
-use std::pin::Pin;
 
-use bollard::container::LogOutput;
 use bollard::query_parameters::{KillContainerOptions, ResizeContainerTTYOptions, ResizeExecOptions};
-use futures_util::{Stream, StreamExt};
 use nix::sys::termios::{self, SetArg, Termios};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
-use super::Client;
+use super::http::BodyReader;
+use super::{CliResult, Client};
 
 pub fn stdin_is_terminal() -> bool {
     std::io::stdin().is_terminal()
@@ -132,7 +131,7 @@ async fn resize_loop(docker: bollard::Docker, id: String, target: Target) {
 }
 
 /// Copies this process's stdin into the stream, then half-closes it so the process sees EOF.
-pub fn spawn_stdin(mut input: Pin<Box<dyn AsyncWrite + Send>>) -> JoinHandle<()> {
+pub fn spawn_stdin(mut input: OwnedWriteHalf) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         if let Err(e) = tokio::io::copy(&mut stdin, &mut input).await {
@@ -142,31 +141,82 @@ pub fn spawn_stdin(mut input: Pin<Box<dyn AsyncWrite + Send>>) -> JoinHandle<()>
     })
 }
 
-/// Writes the stream's frames to stdout and stderr until it ends. A closed stdout (a pipe whose
-/// reader left) is not an error; the stream still drains so the container is not blocked.
-pub async fn pump_output<S>(stream: S) -> Result<(), bollard::errors::Error>
-where
-    S: Stream<Item = Result<LogOutput, bollard::errors::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(LogOutput::StdErr { message }) => {
-                let mut e = std::io::stderr().lock();
-                let _ = e.write_all(&message).and_then(|_| e.flush());
+/// Splits Docker's multiplexed stream (8-byte header: stream, 0, 0, 0, length u32 BE) into frames.
+#[derive(Debug, Default)]
+pub struct Demuxer {
+    buf: Vec<u8>,
+}
+
+impl Demuxer {
+    /// Feeds bytes; returns the frames they complete as (stream, payload).
+    pub fn push(&mut self, data: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        self.buf.extend_from_slice(data);
+        let mut frames = Vec::new();
+        let mut pos = 0;
+        while let Some(h) = self.buf.get(pos..pos + 8) {
+            let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            let Some(payload) = self.buf.get(pos + 8..pos + 8 + len) else { break };
+            frames.push((h[0], payload.to_vec()));
+            pos += 8 + len;
+        }
+        self.buf.drain(..pos);
+        frames
+    }
+}
+
+fn write_to(stream: u8, bytes: &[u8]) {
+    // A closed stdout (a pipe whose reader left) is ignored; the stream still drains so the
+    // container is not blocked on its output.
+    if stream == 2 {
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(bytes).and_then(|_| e.flush());
+    } else {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(bytes).and_then(|_| o.flush());
+    }
+}
+
+/// Copies a container's output to stdout/stderr until it ends: raw with a tty, else demultiplexed.
+pub async fn pump(mut body: BodyReader, tty: bool) -> CliResult<()> {
+    let mut demux = Demuxer::default();
+    while let Some(bytes) = body.next().await? {
+        if tty {
+            write_to(1, &bytes);
+        } else {
+            for (stream, payload) in demux.push(&bytes) {
+                write_to(stream, &payload);
             }
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                let mut o = std::io::stdout().lock();
-                let _ = o.write_all(&message).and_then(|_| o.flush());
-            }
-            Ok(LogOutput::StdIn { .. }) => {}
-            // The engine closing a hijacked stream abruptly still ends it.
-            Err(bollard::errors::Error::IOError { err }) => {
-                tracing::debug!("output stream ended: {err}");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole_and_in_order() {
+        let mut wire = frame(1, b"out\n");
+        wire.extend(frame(2, b"err\n"));
+        wire.extend(frame(1, &[0, 1, 2]));
+        for cut in 0..wire.len() {
+            let mut d = Demuxer::default();
+            let mut frames = d.push(&wire[..cut]);
+            frames.extend(d.push(&wire[cut..]));
+            assert_eq!(frames, vec![(1, b"out\n".to_vec()), (2, b"err\n".to_vec()), (1, vec![0, 1, 2])], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_empty_frame_is_kept() {
+        assert_eq!(Demuxer::default().push(&frame(1, b"")), vec![(1, Vec::new())]);
+    }
 }

@@ -1,8 +1,9 @@
 //! Container lifecycle commands: start, stop, restart, kill, rm, wait, logs.
-use bollard::query_parameters::{AttachContainerOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions};
+use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptions, StopContainerOptions};
 
 use super::attach::{self, RawTerminal};
-use super::run::wait_status;
+use super::http::query_escape;
+use super::run::stream_until_exit;
 use super::{each, CliError, CliResult, Client};
 
 #[derive(Debug, clap::Args)]
@@ -98,8 +99,8 @@ async fn start_attached(c: &Client, name: &str, interactive: bool) -> CliResult<
     let tty = info.pointer("/Config/Tty").and_then(|v| v.as_bool()).unwrap_or(false);
     let stdin = interactive && info.pointer("/Config/OpenStdin").and_then(|v| v.as_bool()).unwrap_or(false);
     let auto_remove = info.pointer("/HostConfig/AutoRemove").and_then(|v| v.as_bool()).unwrap_or(false);
-    let opts = AttachContainerOptions { stream: true, stdin, stdout: true, stderr: true, logs: false, detach_keys: None };
-    let attached = c.docker.attach_container(&id, Some(opts)).await.map_err(|e| c.err(e))?;
+    let attach = format!("/containers/{id}/attach?stream=1&stdin={}&stdout=1&stderr=1", u8::from(stdin));
+    let (output, input) = c.ep.upgrade("POST", &attach, None).await?.hijack();
     let condition = if auto_remove { "removed" } else { "next-exit" };
     let waiting = c.ep.send("POST", &format!("/containers/{id}/wait?condition={condition}"), None).await?;
     let exit = tokio::spawn(waiting.body());
@@ -110,15 +111,9 @@ async fn start_attached(c: &Client, name: &str, interactive: bool) -> CliResult<
         return Ok(super::report(&c.err(e), false));
     }
     let _helpers = attach::Helpers::start(c, &id, tty, attach::Target::Container);
-    let stdin_task = stdin.then(|| attach::spawn_stdin(attached.input));
-    let streamed = attach::pump_output(attached.output).await;
+    let code = stream_until_exit(&id, output, input, stdin, tty, exit).await;
     drop(raw);
-    if let Some(t) = stdin_task {
-        t.abort();
-    }
-    streamed.map_err(|e| c.err(e))?;
-    let body = exit.await.map_err(|e| CliError::Other(format!("waiting for {id}: {e}")))??;
-    wait_status(&body)
+    code
 }
 
 pub async fn stop(c: &Client, a: StopArgs, restart: bool) -> CliResult<u8> {
@@ -174,21 +169,23 @@ pub async fn wait(c: &Client, a: WaitArgs) -> CliResult<u8> {
 }
 
 pub async fn logs(c: &Client, a: LogsArgs) -> CliResult<u8> {
-    // Inspect first, as docker does: a missing container is reported before streaming.
-    c.ep.json("GET", &format!("/containers/{}/json", a.name)).await?;
+    // Inspect first, as docker does: it tells whether the log is raw (tty) or multiplexed.
+    let info = c.ep.json("GET", &format!("/containers/{}/json", a.name)).await?;
+    let tty = info.pointer("/Config/Tty").and_then(|v| v.as_bool()).unwrap_or(false);
     let now = chrono::Utc::now().timestamp();
-    let since = a.since.as_deref().map(|s| parse_time(s, now)).transpose().map_err(CliError::Other)?.unwrap_or(0);
-    let until = a.until.as_deref().map(|s| parse_time(s, now)).transpose().map_err(CliError::Other)?.unwrap_or(0);
-    let opts = LogsOptions {
-        follow: a.follow,
-        stdout: true,
-        stderr: true,
-        since: since as i32,
-        until: until as i32,
-        timestamps: a.timestamps,
-        tail: a.tail.clone(),
-    };
-    attach::pump_output(c.docker.logs(&a.name, Some(opts))).await.map_err(|e| c.err(e))?;
+    let mut query = format!(
+        "stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
+        u8::from(a.follow),
+        u8::from(a.timestamps),
+        query_escape(&a.tail)
+    );
+    for (key, value) in [("since", &a.since), ("until", &a.until)] {
+        if let Some(v) = value {
+            query += &format!("&{key}={}", parse_time(v, now).map_err(CliError::Other)?);
+        }
+    }
+    let body = c.ep.send("GET", &format!("/containers/{}/logs?{query}", a.name), None).await?.reader();
+    attach::pump(body, tty).await?;
     Ok(0)
 }
 

@@ -1,5 +1,5 @@
 //! `berth exec`: create the exec, start it hijacked, stream, then read its exit code.
-use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::exec::StartExecOptions;
 use bollard::models::ExecConfig;
 
 use super::attach::{self, RawTerminal};
@@ -61,18 +61,24 @@ pub async fn exec(c: &Client, a: ExecArgs) -> CliResult<u8> {
     let config = a.config(&|k| std::env::var(k).ok());
     let created = c.docker.create_exec(container, config).await.map_err(|e| c.err(e))?;
     let id = created.id;
-    let start = StartExecOptions { detach: a.detach, tty: a.tty, output_capacity: None };
-    let raw = if a.tty && a.interactive && !a.detach { RawTerminal::enable() } else { None };
-    let started = c.docker.start_exec(&id, Some(start)).await.map_err(|e| c.err(e))?;
-    let StartExecResults::Attached { output, input } = started else { return Ok(0) };
+    if a.detach {
+        let start = StartExecOptions { detach: true, tty: a.tty, output_capacity: None };
+        c.docker.start_exec(&id, Some(start)).await.map_err(|e| c.err(e))?;
+        return Ok(0);
+    }
+    let raw = if a.tty && a.interactive { RawTerminal::enable() } else { None };
+    let body = serde_json::json!({"Detach": false, "Tty": a.tty}).to_string();
+    let (output, input) = c.ep.upgrade("POST", &format!("/exec/{id}/start"), Some(body.as_bytes())).await?.hijack();
     let _helpers = attach::Helpers::start(c, container, a.tty, attach::Target::Exec(id.clone()));
-    let stdin = a.interactive.then(|| attach::spawn_stdin(input));
-    let streamed = attach::pump_output(output).await;
+    let (stdin, _idle_input) = if a.interactive { (Some(attach::spawn_stdin(input)), None) } else { (None, Some(input)) };
+    let streamed = attach::pump(output, a.tty).await;
     drop(raw);
     if let Some(s) = stdin {
         s.abort();
     }
-    streamed.map_err(|e| c.err(e))?;
+    if let Err(e) = streamed {
+        tracing::debug!("output stream of exec {id} ended badly: {e}");
+    }
     exit_code(c, &id).await
 }
 

@@ -1,10 +1,13 @@
-//! A minimal HTTP/1.1 client over the engine's unix socket, for the two things bollard cannot do:
+//! A minimal HTTP/1.1 client over the engine's unix socket, for what bollard does not do:
 //! return a response's raw JSON (inspect and lists print and template the engine's JSON exactly,
-//! and do not fail on a field bollard's typed models require), and tell when a response's headers
-//! have arrived before its body (`wait` must be registered before `start`, as docker's CLI does).
+//! and do not fail on a field bollard's typed models require), tell when a response's headers
+//! have arrived before its body (`wait` must be registered before `start`, as docker's CLI does),
+//! and hand over hijacked and streamed bodies byte for byte (bollard guesses between raw and
+//! multiplexed output from the first byte, which misreads tty output starting with 0, 1 or 2).
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
 use super::{CliError, API_VERSION};
@@ -25,14 +28,94 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Reads the rest of the body (the server closes: we sent `Connection: close`).
-    pub async fn body(mut self) -> Result<Vec<u8>, CliError> {
-        let mut raw = self.already;
-        let limit = self.head.content_length.filter(|_| !self.head.chunked);
-        if limit.is_none_or(|n| raw.len() < n) {
-            self.stream.read_to_end(&mut raw).await.map_err(|e| CliError::io(&self.host, e))?;
+    /// Reads the whole body (the server closes: we sent `Connection: close`).
+    pub async fn body(self) -> Result<Vec<u8>, CliError> {
+        let mut reader = self.reader();
+        let mut all = Vec::new();
+        while let Some(bytes) = reader.next().await? {
+            all.extend_from_slice(&bytes);
         }
-        finish(&self.head, raw)
+        Ok(all)
+    }
+
+    /// The body as it arrives, de-chunked.
+    pub fn reader(self) -> BodyReader {
+        let decode = if self.head.status == 101 {
+            Decode::Raw
+        } else if self.head.chunked {
+            Decode::Chunked(Dechunker::default())
+        } else {
+            match self.head.content_length {
+                Some(n) => Decode::Length(n),
+                None => Decode::Raw,
+            }
+        };
+        BodyReader { src: Box::new(self.stream), pending: self.already, decode, host: self.host }
+    }
+
+    /// A hijacked connection: its output as a raw reader, and its input.
+    pub fn hijack(self) -> (BodyReader, OwnedWriteHalf) {
+        let (read, write) = self.stream.into_split();
+        (BodyReader { src: Box::new(read), pending: self.already, decode: Decode::Raw, host: self.host }, write)
+    }
+}
+
+enum Decode {
+    Raw,
+    Length(usize),
+    Chunked(Dechunker),
+}
+
+/// Reads a body incrementally.
+pub struct BodyReader {
+    src: Box<dyn AsyncRead + Unpin + Send>,
+    pending: Vec<u8>,
+    decode: Decode,
+    host: String,
+}
+
+impl BodyReader {
+    /// The next bytes of the body; `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, CliError> {
+        loop {
+            let raw = if self.pending.is_empty() {
+                let mut chunk = vec![0u8; 16 * 1024];
+                let n = self.src.read(&mut chunk).await.map_err(|e| CliError::io(&self.host, e))?;
+                chunk.truncate(n);
+                chunk
+            } else {
+                std::mem::take(&mut self.pending)
+            };
+            let eof = raw.is_empty();
+            let out = match &mut self.decode {
+                Decode::Raw => raw,
+                Decode::Length(left) => {
+                    let take = raw.len().min(*left);
+                    *left -= take;
+                    raw[..take].to_vec()
+                }
+                Decode::Chunked(d) => d.push(&raw).ok_or_else(|| CliError::Other("malformed chunked response from the engine".into()))?,
+            };
+            let done = match &self.decode {
+                Decode::Raw => eof,
+                Decode::Length(left) => *left == 0 || eof,
+                Decode::Chunked(d) => d.done() || eof,
+            };
+            if eof {
+                if let Decode::Length(left @ 1..) = self.decode {
+                    return Err(CliError::Other(format!("the engine closed the connection with {left} bytes of the response missing")));
+                }
+                if matches!(&self.decode, Decode::Chunked(d) if !d.done()) {
+                    return Err(CliError::Other("the engine closed the connection mid-response".into()));
+                }
+            }
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+            if done {
+                return Ok(None);
+            }
+        }
     }
 }
 
@@ -50,9 +133,18 @@ impl Endpoint {
     /// Sends a request and returns once the response headers have arrived. Non-2xx statuses
     /// become `CliError::Daemon` with the engine's message.
     pub async fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Pending, CliError> {
+        self.exchange(method, path, body, false).await
+    }
+
+    /// Like `send`, asking to hijack the connection (attach, exec start): 101 is expected.
+    pub async fn upgrade(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Pending, CliError> {
+        self.exchange(method, path, body, true).await
+    }
+
+    async fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>, upgrade: bool) -> Result<Pending, CliError> {
         let host = self.host();
         let mut stream = connect(&self.socket, &host).await?;
-        stream.write_all(&request_bytes(method, path, body)).await.map_err(|e| CliError::io(&host, e))?;
+        stream.write_all(&request_bytes(method, path, body, upgrade)).await.map_err(|e| CliError::io(&host, e))?;
         let mut buf = Vec::with_capacity(4096);
         let head_end = loop {
             if let Some(end) = find_head_end(&buf) {
@@ -67,10 +159,10 @@ impl Endpoint {
         };
         let head = parse_head(&buf[..head_end]).ok_or_else(|| CliError::Other(format!("malformed HTTP response from {host}")))?;
         let pending = Pending { head, stream, already: buf[head_end..].to_vec(), host };
-        if (200..300).contains(&pending.head.status) || pending.head.status == 304 {
+        let status = pending.head.status;
+        if (200..300).contains(&status) || status == 304 || (upgrade && status == 101) {
             return Ok(pending);
         }
-        let status = pending.head.status;
         let body = pending.body().await?;
         Err(CliError::Daemon { status, message: error_message(&body) })
     }
@@ -86,8 +178,9 @@ async fn connect(socket: &Path, host: &str) -> Result<UnixStream, CliError> {
     UnixStream::connect(socket).await.map_err(|e| CliError::io(host, e))
 }
 
-fn request_bytes(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
-    let mut req = format!("{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\nConnection: close\r\n");
+fn request_bytes(method: &str, path: &str, body: Option<&[u8]>, upgrade: bool) -> Vec<u8> {
+    let connection = if upgrade { "Connection: Upgrade\r\nUpgrade: tcp" } else { "Connection: close" };
+    let mut req = format!("{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\n{connection}\r\n");
     if let Some(b) = body {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     } else if method == "POST" {
@@ -121,34 +214,75 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
     Some(head)
 }
 
-fn finish(head: &Head, raw: Vec<u8>) -> Result<Vec<u8>, CliError> {
-    if head.chunked {
-        return dechunk(&raw).ok_or_else(|| CliError::Other("malformed chunked response from the engine".into()));
+/// Incremental decoder of a chunked body.
+#[derive(Debug, Default)]
+pub struct Dechunker {
+    buf: Vec<u8>,
+    state: ChunkState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(usize),
+    DataEnd,
+    Done,
+}
+
+impl Dechunker {
+    /// Feeds bytes; returns the body bytes they complete, or `None` if the framing is broken.
+    pub fn push(&mut self, input: &[u8]) -> Option<Vec<u8>> {
+        self.buf.extend_from_slice(input);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            let rest = &self.buf[pos..];
+            match self.state {
+                ChunkState::Done => break,
+                ChunkState::Size => {
+                    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else { break };
+                    let text = std::str::from_utf8(&rest[..end]).ok()?;
+                    let size = usize::from_str_radix(text.split(';').next()?.trim(), 16).ok()?;
+                    pos += end + 2;
+                    self.state = if size == 0 { ChunkState::Done } else { ChunkState::Data(size) };
+                }
+                ChunkState::Data(left) => {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let take = rest.len().min(left);
+                    out.extend_from_slice(&rest[..take]);
+                    pos += take;
+                    self.state = if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
+                }
+                ChunkState::DataEnd => {
+                    if rest.len() < 2 {
+                        break;
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return None;
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+            }
+        }
+        self.buf.drain(..pos);
+        Some(out)
     }
-    match head.content_length {
-        Some(n) if raw.len() >= n => Ok(raw[..n].to_vec()),
-        Some(_) => Err(CliError::Other("the engine closed the connection mid-response".into())),
-        None => Ok(raw),
+
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
     }
 }
 
 /// Decodes a complete chunked body; `None` if it is malformed or cut short.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(raw.get(..size)?);
-        if raw.get(size..size + 2)? != b"\r\n" {
-            return None;
-        }
-        raw = &raw[size + 2..];
-    }
+#[cfg(test)]
+fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut d = Dechunker::default();
+    let out = d.push(raw)?;
+    d.done().then_some(out)
 }
 
 /// The `message` of Docker's `{"message": …}` error bodies, or the body itself.
@@ -199,10 +333,21 @@ mod tests {
     }
 
     #[test]
-    fn bodies_honour_content_length() {
-        let head = Head { status: 200, chunked: false, content_length: Some(2) };
-        assert_eq!(finish(&head, b"{}trailing".to_vec()).ok(), Some(b"{}".to_vec()));
-        assert!(finish(&head, b"{".to_vec()).is_err());
+    fn chunks_split_anywhere_decode_the_same() {
+        let wire = b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n";
+        for cut in 1..wire.len() {
+            let mut d = Dechunker::default();
+            let mut out = d.push(&wire[..cut]).unwrap_or_default();
+            out.extend(d.push(&wire[cut..]).unwrap_or_default());
+            assert_eq!(out, b"Wikipedia", "cut at {cut}");
+            assert!(d.done());
+        }
+    }
+
+    #[test]
+    fn upgrade_requests_ask_for_a_hijack() {
+        let r = String::from_utf8(request_bytes("POST", "/containers/x/attach?stream=1", None, true)).unwrap_or_default();
+        assert!(r.contains("Connection: Upgrade\r\nUpgrade: tcp\r\n") && !r.contains("close"), "{r}");
     }
 
     #[test]
@@ -213,10 +358,10 @@ mod tests {
 
     #[test]
     fn requests_carry_the_pinned_version_and_a_length() {
-        let r = String::from_utf8(request_bytes("POST", "/containers/x/wait?condition=next-exit", None)).unwrap_or_default();
+        let r = String::from_utf8(request_bytes("POST", "/containers/x/wait?condition=next-exit", None, false)).unwrap_or_default();
         assert!(r.starts_with("POST /v1.44/containers/x/wait?condition=next-exit HTTP/1.1\r\n"), "{r}");
         assert!(r.contains("Content-Length: 0\r\n") && r.ends_with("\r\n\r\n"));
-        let r = String::from_utf8(request_bytes("POST", "/x", Some(b"{}"))).unwrap_or_default();
+        let r = String::from_utf8(request_bytes("POST", "/x", Some(b"{}"), false)).unwrap_or_default();
         assert!(r.contains("Content-Length: 2\r\n") && r.ends_with("\r\n\r\n{}"));
     }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
+use bollard::query_parameters::CreateContainerOptions;
 
 use super::attach::{self, RawTerminal};
 use super::{out, CliError, CliResult, Client};
@@ -264,8 +264,8 @@ pub async fn run(c: &Client, a: RunArgs) -> CliResult<u8> {
         out(&format!("{id}\n"));
         return Ok(0);
     }
-    let opts = AttachContainerOptions { stream: true, stdin: a.interactive, stdout: true, stderr: true, logs: false, detach_keys: None };
-    let attached = c.docker.attach_container(&id, Some(opts)).await.map_err(|e| c.err(e))?;
+    let attach = format!("/containers/{id}/attach?stream=1&stdin={}&stdout=1&stderr=1", u8::from(a.interactive));
+    let (output, input) = c.ep.upgrade("POST", &attach, None).await?.hijack();
     // The wait is registered (its headers are back) before start, so a fast exit is not missed.
     let condition = if a.rm { "removed" } else { "next-exit" };
     let waiting = c.ep.send("POST", &format!("/containers/{id}/wait?condition={condition}"), None).await?;
@@ -276,15 +276,37 @@ pub async fn run(c: &Client, a: RunArgs) -> CliResult<u8> {
         return Ok(print_start_failure(c.err(e)));
     }
     let _helpers = attach::Helpers::start(c, &id, a.tty, attach::Target::Container);
-    let stdin = a.interactive.then(|| attach::spawn_stdin(attached.input));
-    let streamed = attach::pump_output(attached.output).await;
+    let code = stream_until_exit(&id, output, input, a.interactive, a.tty, exit).await;
     drop(raw);
-    if let Some(s) = stdin {
-        s.abort();
+    code
+}
+
+/// Streams a started container's output (feeding it stdin when asked) and returns its exit status
+/// from the wait answer. A stream that breaks is not fatal when the wait still tells the status.
+pub async fn stream_until_exit(
+    id: &str,
+    output: super::http::BodyReader,
+    input: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+    tty: bool,
+    exit: tokio::task::JoinHandle<CliResult<Vec<u8>>>,
+) -> CliResult<u8> {
+    // Without -i the input half stays open (unused) until the output ends.
+    let (stdin_task, _idle_input) = if stdin { (Some(attach::spawn_stdin(input)), None) } else { (None, Some(input)) };
+    let streamed = attach::pump(output, tty).await;
+    if let Some(t) = stdin_task {
+        t.abort();
     }
-    streamed.map_err(|e| c.err(e))?;
-    let body = exit.await.map_err(|e| CliError::Other(format!("waiting for {id}: {e}")))??;
-    wait_status(&body)
+    let body = exit.await.map_err(|e| CliError::Other(format!("waiting for {id}: {e}")))?;
+    match (body, streamed) {
+        (Ok(body), streamed) => {
+            if let Err(e) = streamed {
+                tracing::debug!("output stream of {id} ended badly: {e}");
+            }
+            wait_status(&body)
+        }
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// Prints a start error as docker run does and returns its exit code.
