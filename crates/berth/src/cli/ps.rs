@@ -111,7 +111,9 @@ fn row(c: &Value, trunc: bool, now: i64) -> Value {
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let id = s("Id");
     let mut image = s("Image");
-    if trunc && image.starts_with("sha256:") {
+    if image.is_empty() {
+        image = "<no image>".to_string();
+    } else if trunc && image.starts_with("sha256:") {
         image = short_id(&image);
     }
     let command = if trunc { ellipsis(&s("Command"), 20) } else { s("Command") };
