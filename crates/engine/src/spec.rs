@@ -168,7 +168,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
             "env": env,
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
+            // No rlimits: like Docker without --ulimit, the container inherits the engine's.
             "noNewPrivileges": false,
             "oomScoreAdj": hc.oom_score_adj,
         },

@@ -1,0 +1,149 @@
+//! The parts of an OCI config.json the runtime acts on. Resources and seccomp stay in oci-spec's own
+//! types (the cgroups and seccomp crates take those); the rest is read into these plain structs so
+//! the forked child works on owned data with no further parsing.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::Error;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Config {
+    pub process: Process,
+    pub root: Root,
+    pub hostname: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub linux: Linux,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Process {
+    pub terminal: bool,
+    pub user: User,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub capabilities: Option<Capabilities>,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: Option<u32>,
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Capabilities {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub permitted: Vec<String>,
+    pub ambient: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub typ: String,
+    pub hard: u64,
+    pub soft: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Root {
+    pub path: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    pub destination: String,
+    #[serde(rename = "type")]
+    pub typ: Option<String>,
+    pub source: Option<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Linux {
+    pub namespaces: Vec<Namespace>,
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
+    pub cgroups_path: Option<String>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    pub sysctl: BTreeMap<String, String>,
+    pub rootfs_propagation: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub typ: String,
+    pub path: Option<String>,
+}
+
+impl Config {
+    pub fn load(bundle: &Path) -> Result<Config, Error> {
+        let path = bundle.join("config.json");
+        let data = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        // Parsing with oci-spec first rejects what is not a valid runtime spec at all.
+        serde_json::from_slice::<oci_spec::runtime::Spec>(&data)
+            .map_err(|e| Error::InvalidSpec(format!("{}: {e}", path.display())))?;
+        serde_json::from_slice(&data).map_err(|e| Error::InvalidSpec(format!("{}: {e}", path.display())))
+    }
+}
+
+impl Process {
+    /// Converts the API's oci-spec Process (used by exec) into ours.
+    pub fn from_oci(p: &oci_spec::runtime::Process) -> Result<Process, Error> {
+        let v = serde_json::to_value(p).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        serde_json::from_value(v).map_err(|e| Error::InvalidSpec(format!("process: {e}")))
+    }
+
+    pub fn path_env(&self) -> &str {
+        self.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    }
+}
+
+/// CLONE_NEW* flag of a namespace type name.
+pub fn namespace_flag(typ: &str) -> Result<libc::c_int, Error> {
+    Ok(match typ {
+        "pid" => libc::CLONE_NEWPID,
+        "network" => libc::CLONE_NEWNET,
+        "mount" => libc::CLONE_NEWNS,
+        "ipc" => libc::CLONE_NEWIPC,
+        "uts" => libc::CLONE_NEWUTS,
+        "cgroup" => libc::CLONE_NEWCGROUP,
+        "user" => return Err(Error::Unsupported("user namespaces".into())),
+        "time" => return Err(Error::Unsupported("time namespaces".into())),
+        other => return Err(Error::InvalidSpec(format!("unknown namespace type {other:?}"))),
+    })
+}
+
+/// The /proc/<pid>/ns entry of a namespace type.
+pub fn namespace_file(typ: &str) -> &'static str {
+    match typ {
+        "pid" => "pid",
+        "network" => "net",
+        "mount" => "mnt",
+        "ipc" => "ipc",
+        "uts" => "uts",
+        "cgroup" => "cgroup",
+        _ => "",
+    }
+}
