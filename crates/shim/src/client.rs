@@ -126,7 +126,9 @@ impl Client {
     }
 
     fn call(&self, req: &Request, fds: &[i32]) -> Result<(UnixStream, Vec<u8>, serde_json::Value, Vec<OwnedFd>), Error> {
-        let sock = UnixStream::connect(&self.socket).map_err(|e| Error::Connect(self.socket.clone(), e))?;
+        let dir = self.socket.parent().unwrap_or(Path::new("/"));
+        let (_dir, short) = crate::protocol::socket_path(dir).map_err(|e| Error::Connect(self.socket.clone(), e))?;
+        let sock = UnixStream::connect(&short).map_err(|e| Error::Connect(self.socket.clone(), e))?;
         let line = serde_json::to_vec(req).map_err(|e| Error::BadReply(e.to_string()))?;
         send_line(&sock, &line, fds)?;
         let mut pending = Vec::new();

@@ -35,6 +35,14 @@ pub struct ExitStatus {
     pub finished_at: String,
 }
 
+/// A short name for `<dir>/shim.sock` through /proc/self/fd, since socket paths are limited to 108
+/// bytes and engine roots may be deep. Keep the returned handle alive while using the path.
+pub fn socket_path(dir: &std::path::Path) -> io::Result<(std::fs::File, std::path::PathBuf)> {
+    let handle = std::fs::File::open(dir)?;
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}/shim.sock", handle.as_raw_fd()));
+    Ok((handle, path))
+}
+
 /// Sends one line, with `fds` attached when there are any.
 pub fn send_line(sock: &UnixStream, line: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut data = line.to_vec();

@@ -147,7 +147,8 @@ fn serve(a: &Args) -> Result<(), (String, i32)> {
     let (mut io, child_stdio) = make_stdio(a).map_err(|e| internal(format!("container stdio: {e}")))?;
     let socket = a.state_dir.join("shim.sock");
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).map_err(|e| internal(format!("binding {}: {e}", socket.display())))?;
+    let (_dir, short) = crate::protocol::socket_path(&a.state_dir).map_err(|e| internal(format!("opening {}: {e}", a.state_dir.display())))?;
+    let listener = UnixListener::bind(&short).map_err(|e| internal(format!("binding {}: {e}", socket.display())))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
     listener.set_nonblocking(true).map_err(|e| internal(e.to_string()))?;
