@@ -125,14 +125,20 @@ pub fn setup_identity(p: &Process) -> Result<(), String> {
 }
 
 fn apply_caps(c: &Capabilities) -> Result<(), String> {
-    let permitted = cap_set(&c.permitted)?;
-    let effective = cap_set(&c.effective)?;
-    let inheritable = cap_set(&c.inheritable)?;
+    // A capability the runtime itself does not hold cannot be granted (a `--privileged` container
+    // on a host whose root lacks, say, CAP_SYS_RESOURCE): such requests are narrowed to what exists.
+    let held = caps::read(None, CapSet::Permitted).map_err(|e| format!("reading capabilities: {e}"))?;
+    let grantable = |names: &[String]| -> Result<HashSet<Capability>, String> {
+        Ok(cap_set(names)?.into_iter().filter(|c| held.contains(c)).collect())
+    };
+    let permitted = grantable(&c.permitted)?;
+    let effective = grantable(&c.effective)?;
+    let inheritable = grantable(&c.inheritable)?;
     caps::set(None, CapSet::Inheritable, &inheritable).map_err(|e| format!("setting inheritable capabilities: {e}"))?;
     // Effective must stay within permitted at every step: shrink effective first.
     caps::set(None, CapSet::Effective, &effective).map_err(|e| format!("setting effective capabilities: {e}"))?;
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| format!("setting permitted capabilities: {e}"))?;
-    for cap in cap_set(&c.ambient)? {
+    for cap in grantable(&c.ambient)? {
         caps::raise(None, CapSet::Ambient, cap).map_err(|e| format!("raising ambient {cap}: {e}"))?;
     }
     Ok(())
