@@ -78,6 +78,7 @@ fn detached_container_lists_logs_execs_stops_and_removes() {
     assert!(cgroup_dirs(id).is_empty(), "cgroups left: {:?}", cgroup_dirs(id));
     assert!(!e.root.join("containers").join(id).exists());
     assert!(!e.root.join("run/shims").join(id).exists());
+    assert!(processes_mentioning(id).is_empty(), "shim left: {:?}", processes_mentioning(id));
 }
 
 #[test]

@@ -275,12 +275,10 @@ impl Engine {
         tokio::spawn(async move {
             let id = c.record().id.clone();
             let shim_dir = engine.shim_dir(&id);
-            let status = tokio::task::spawn_blocking(move || {
-                shim::Client::new(&shim_dir).wait().ok().or_else(|| shim::read_exit(&shim_dir))
-            })
-            .await
-            .ok()
-            .flatten();
+            let status = match wait_async(&shim_dir).await {
+                Some(s) => Some(s),
+                None => shim::read_exit(&shim_dir),
+            };
             engine.on_exit(&c, status).await;
         });
     }
@@ -448,6 +446,19 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The shim's `wait`, on the async runtime: one idle socket per running container instead of a
+/// blocked thread each.
+async fn wait_async(state_dir: &std::path::Path) -> Option<shim::ExitStatus> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (_dir, path) = shim::protocol::socket_path(state_dir).ok()?;
+    let mut sock = tokio::net::UnixStream::connect(&path).await.ok()?;
+    let req = serde_json::to_vec(&shim::protocol::Request::Wait).ok()?;
+    sock.write_all(&[req.as_slice(), b"\n"].concat()).await.ok()?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(sock).read_line(&mut line).await.ok()?;
+    serde_json::from_str(line.trim()).ok()
 }
 
 #[cfg(test)]

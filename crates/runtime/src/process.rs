@@ -138,8 +138,10 @@ fn apply_caps(c: &Capabilities) -> Result<(), String> {
     // Effective must stay within permitted at every step: shrink effective first.
     caps::set(None, CapSet::Effective, &effective).map_err(|e| format!("setting effective capabilities: {e}"))?;
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| format!("setting permitted capabilities: {e}"))?;
+    // An ambient capability needs to be permitted and inheritable; like runc, one that is not
+    // cannot be raised and is skipped rather than failing the container.
     for cap in grantable(&c.ambient)? {
-        caps::raise(None, CapSet::Ambient, cap).map_err(|e| format!("raising ambient {cap}: {e}"))?;
+        let _ = caps::raise(None, CapSet::Ambient, cap);
     }
     Ok(())
 }

@@ -188,3 +188,15 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         .filter(|p| p.exists())
         .collect()
 }
+
+/// Processes whose command line mentions `needle` (a container id: its shim carries it).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
