@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 pub use error::ApiError;
+pub use render::human_duration;
 
 /// The API version berth claims: not above 1.44, where image inspect still carries ContainerConfig
 /// (Compose 1.29 reads it).

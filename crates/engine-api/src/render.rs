@@ -25,7 +25,7 @@ pub fn human_duration(secs: i64) -> String {
         _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
         _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
         _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", h / 24 / 365),
+        _ => format!("{} years", s / 3600 / 24 / 365),
     }
 }
 

@@ -19,16 +19,8 @@ use nix::unistd::Pid;
 use crate::log::{LogWriter, STDERR, STDOUT};
 use crate::protocol::{recv_line, send_line, ExitStatus, Request};
 
-pub struct Args {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub runtime_root: PathBuf,
-    pub state_dir: PathBuf,
-    pub log: PathBuf,
-    pub tty: bool,
-    pub stdin: bool,
-    pub seccomp_cache: Option<PathBuf>,
-}
+/// The shim's flags are exactly what the engine's `ShimConfig` says.
+pub type Args = crate::client::ShimConfig;
 
 pub fn parse_args(args: &[OsString]) -> Result<Args, String> {
     let mut a = Args { id: String::new(), bundle: PathBuf::new(), runtime_root: PathBuf::new(), state_dir: PathBuf::new(), log: PathBuf::new(), tty: false, stdin: false, seccomp_cache: None };

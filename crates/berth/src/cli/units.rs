@@ -44,24 +44,9 @@ pub fn nano_cpus(s: &str) -> Result<i64, String> {
 }
 
 /// go-units `HumanDuration`: "Less than a second", "5 seconds", "About a minute", "2 hours", …
+/// (the engine's STATUS texts use the same function).
 pub fn human_duration(d: Duration) -> String {
-    let seconds = d.as_secs();
-    let minutes = seconds / 60;
-    // Go rounds to the nearest hour before counting hours.
-    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
-    match () {
-        _ if seconds < 1 => "Less than a second".to_string(),
-        _ if seconds == 1 => "1 second".to_string(),
-        _ if seconds < 60 => format!("{seconds} seconds"),
-        _ if minutes == 1 => "About a minute".to_string(),
-        _ if minutes < 60 => format!("{minutes} minutes"),
-        _ if hours == 1 => "About an hour".to_string(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", seconds / 3600 / 24 / 365),
-    }
+    engine_api::human_duration(d.as_secs() as i64)
 }
 
 /// "5 seconds ago" for a Unix timestamp, relative to `now` (seconds).
