@@ -150,7 +150,11 @@ impl Engine {
         let (size_w, size_h) = e.config.console_size.map(|[h, w]| (w, h)).unwrap_or((80, 24));
         let mut io = ExecIo { tty: e.config.tty, pty: None, stdin: None, stdout: None, stderr: None, exit: oneshot::channel().1 };
         let child_fds: Vec<OwnedFd> = if e.config.tty {
-            let (master, slave) = fdio::pty(size_w, size_h).map_err(|err| Error::io("allocating a pty", err))?;
+            // The container's own devpts when it has one, so the process sees a named /dev/pts/N.
+            let ptmx = std::path::PathBuf::from(format!("/proc/{}/root/dev/pts/ptmx", rec.state.pid));
+            let (master, slave) = fdio::pty_in(&ptmx, size_w, size_h)
+                .or_else(|_| fdio::pty(size_w, size_h))
+                .map_err(|err| Error::io("allocating a pty", err))?;
             let dup = master.try_clone().map_err(|err| Error::io("duplicating the pty", err))?;
             *lock(&e.master) = Some(Arc::new(dup));
             io.pty = Some(FdStream::new(master, true).map_err(|err| Error::io("pty", err))?);
