@@ -1,7 +1,6 @@
 //! The container's init, between clone and execve: filesystem (mounts, devices, pivot_root, masked
 //! and read-only paths), hostname, sysctls, then the process setup shared with exec. Everything it
 //! does happens in the new namespaces; it runs in a single-threaded clone of the caller.
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -42,9 +41,12 @@ pub fn run(plan: InitPlan<'_>) -> ! {
         // SAFETY: the parent went away; leave at once.
         unsafe { libc::_exit(1) };
     }
-    // The fifo lives outside the container's root: hold it by an O_PATH fd from before pivot_root.
-    let fifo = nix::fcntl::open(plan.fifo, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty());
-    let err = match setup(&plan, fifo.ok()) {
+    // The fifo lives outside the container's root: hold its directory by an O_PATH fd from before
+    // pivot_root (closed by execve), and open the fifo relative to it later; no /proc needed.
+    let fifo = plan.fifo.parent().and_then(|d| {
+        nix::fcntl::open(d, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty()).ok()
+    });
+    let err = match setup(&plan, fifo) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -109,20 +111,14 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
 }
 
 /// Blocks on the exec fifo until `start` opens it for reading.
-fn wait_for_start(fifo: Option<OwnedFd>) -> Result<(), Failure> {
-    let fifo = fifo.ok_or_else(|| fail("the exec fifo is gone"))?;
-    // Reopen the O_PATH fd for writing through /proc: the fifo is outside the container's root.
-    let path = CString::new(format!("/proc/self/fd/{}", fifo.as_raw_fd())).map_err(|_| fail("fifo path"))?;
-    // SAFETY: open(2) of a valid path; the fd is closed by execve (O_CLOEXEC).
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(fail(format!("opening the exec fifo: {}", std::io::Error::last_os_error())));
+fn wait_for_start(state_dir: Option<OwnedFd>) -> Result<(), Failure> {
+    let dir = state_dir.ok_or_else(|| fail("the state directory is gone"))?;
+    let fd = nix::fcntl::openat(&dir, "exec.fifo", nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail(format!("opening the exec fifo: {e}")))?;
+    match nix::unistd::write(&fd, b"0") {
+        Ok(1) => Ok(()),
+        _ => Err(fail("writing the exec fifo")),
     }
-    // SAFETY: writing one byte to the fifo we just opened.
-    if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
-        return Err(fail("writing the exec fifo"));
-    }
-    Ok(())
 }
 
 /// A new network namespace starts with `lo` down; containers expect localhost to work.
