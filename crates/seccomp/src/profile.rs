@@ -1,5 +1,6 @@
-//! Docker's default seccomp profile as data (moby's profiles/seccomp default policy): the allowlist,
-//! the syscalls each capability unlocks, and the argument rules for clone, personality and socket.
+//! Docker's default seccomp profile as data (moby's profiles/seccomp default policy, current
+//! upstream, where io_uring is no longer allowed): the allowlist, what the host architecture and
+//! each capability add, and the argument rules for personality, socket, clone and clone3.
 
 /// Allowed for every container.
 pub const ALLOWED: &[&str] = &[
@@ -48,11 +49,20 @@ pub const ALLOWED: &[&str] = &[
     "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime", "timerfd_gettime64",
     "timerfd_settime", "timerfd_settime64", "times", "tkill", "truncate", "truncate64", "ugetrlimit", "umask",
     "uname", "unlink", "unlinkat", "utime", "utimensat", "utimensat_time64", "utimes", "vfork", "vmsplice",
-    "wait4", "waitid", "waitpid", "write", "writev", "ptrace", "arch_prctl", "modify_ldt",
+    "wait4", "waitid", "waitpid", "write", "writev",
+    // moby lists these three with minKernel 4.8; berth needs a newer kernel anyway.
+    "process_vm_readv", "process_vm_writev", "ptrace",
+];
+
+/// Added on a host of this architecture (Docker's `includes.arches`, by the host's arch).
+pub const BY_ARCH: &[(&str, &[&str])] = &[
+    ("x86_64", &["arch_prctl", "modify_ldt"]),
+    ("aarch64", &["arm_fadvise64_64", "arm_sync_file_range", "sync_file_range2", "breakpoint", "cacheflush", "set_tls"]),
 ];
 
 /// Unlocked by a capability (Docker's `includes.caps`).
 pub const BY_CAPABILITY: &[(&str, &[&str])] = &[
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
     ("CAP_SYS_ADMIN", &["bpf", "clone", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick",
         "lookup_dcookie", "mount", "mount_setattr", "move_mount", "open_tree", "perf_event_open", "quotactl",
         "quotactl_fd", "setdomainname", "sethostname", "setns", "syslog", "umount", "umount2", "unshare"]),
@@ -60,7 +70,7 @@ pub const BY_CAPABILITY: &[(&str, &[&str])] = &[
     ("CAP_SYS_CHROOT", &["chroot"]),
     ("CAP_SYS_MODULE", &["delete_module", "init_module", "finit_module"]),
     ("CAP_SYS_PACCT", &["acct"]),
-    ("CAP_SYS_PTRACE", &["kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev"]),
+    ("CAP_SYS_PTRACE", &["kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace"]),
     ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
     ("CAP_SYS_TIME", &["settimeofday", "stime", "clock_settime", "clock_settime64"]),
     ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
@@ -70,12 +80,17 @@ pub const BY_CAPABILITY: &[(&str, &[&str])] = &[
     ("CAP_PERFMON", &["perf_event_open"]),
 ];
 
-/// personality(2) values Docker allows (PER_LINUX, UNAME26, PER_LINUX32, their combination, query).
+/// personality(2) values allowed (PER_LINUX, UNAME26, PER_LINUX32, PER_LINUX32|UNAME26, and the
+/// 0xffffffff query), each as its own SCMP_CMP_EQ rule.
 pub const PERSONALITIES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
-/// CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET: without CAP_SYS_ADMIN, clone may not
-/// create namespaces.
+/// CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET: without CAP_SYS_ADMIN, clone is
+/// allowed only when none of these flags is set (SCMP_CMP_MASKED_EQ against 0).
 pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
-/// AF_VSOCK, which Docker's profile refuses to `socket`.
+/// Without CAP_SYS_ADMIN, clone3 fails with ENOSYS: its flags sit in memory seccomp cannot read,
+/// and ENOSYS makes glibc fall back to clone, whose flags the rule above checks.
+pub const CLONE3_ERRNO: u32 = 38;
+
+/// AF_VSOCK: socket(2) is allowed for every family but this one.
 pub const AF_VSOCK: u64 = 40;
