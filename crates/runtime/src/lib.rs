@@ -468,5 +468,3 @@ impl Runtime {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,15 @@
 //! Real containers from a busybox bundle (root only).
-use super::*;
+//!
+//! No libtest harness: the runtime clones the calling process, which must be single-threaded, so
+//! these tests run one after another on the main thread (`harness = false`).
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use runtime::{caps, CreateOptions, Runtime, Stdio};
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
 
 fn can_run() -> bool {
     if !nix::unistd::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
@@ -72,7 +82,6 @@ fn rand_suffix() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
 }
 
-#[test]
 fn a_container_runs_as_pid_one_with_its_hostname_and_exit_code() {
     if !can_run() {
         return;
@@ -93,7 +102,6 @@ fn a_container_runs_as_pid_one_with_its_hostname_and_exit_code() {
     assert!(std::fs::read_dir(state.path()).expect("ls").next().is_none(), "state removed");
 }
 
-#[test]
 fn a_missing_executable_fails_at_create() {
     if !can_run() {
         return;
@@ -107,7 +115,6 @@ fn a_missing_executable_fails_at_create() {
     assert!(err.to_string().contains("executable file not found"), "{err}");
 }
 
-#[test]
 fn a_symlinked_mount_target_stays_inside_the_rootfs() {
     if !can_run() {
         return;
@@ -138,7 +145,6 @@ fn a_symlinked_mount_target_stays_inside_the_rootfs() {
     assert!(!host_mounts.contains(&outside.path().display().to_string()));
 }
 
-#[test]
 fn exec_joins_the_running_containers_namespaces() {
     if !can_run() {
         return;
@@ -169,4 +175,34 @@ fn exec_joins_the_running_containers_namespaces() {
     rt.kill(&id, libc::SIGKILL, false).expect("kill");
     assert_eq!(wait(created.pid), 137);
     rt.delete(&id, false).expect("delete");
+}
+
+fn main() {
+    if !can_run() {
+        println!("0 passed, 0 failed, 4 skipped");
+        return;
+    }
+    let tests: [(&str, fn()); 4] = [
+        ("a_container_runs_as_pid_one_with_its_hostname_and_exit_code", a_container_runs_as_pid_one_with_its_hostname_and_exit_code),
+        ("a_missing_executable_fails_at_create", a_missing_executable_fails_at_create),
+        ("a_symlinked_mount_target_stays_inside_the_rootfs", a_symlinked_mount_target_stays_inside_the_rootfs),
+        ("exec_joins_the_running_containers_namespaces", exec_joins_the_running_containers_namespaces),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, t) in tests {
+        match std::panic::catch_unwind(t) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
 }
