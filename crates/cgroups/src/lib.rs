@@ -1,133 +1,113 @@
-//! Linux control groups on v1, v2 and hybrid hosts (v1 controllers plus a cgroup2 mount at
-//! `/sys/fs/cgroup/unified`, where crun refuses to run): create a cgroup, apply OCI resource limits,
-//! place processes, list, signal and remove them. Knows nothing of containers.
+//! Linux control groups on v1, v2 and hybrid hosts: find the hierarchies, create a cgroup at the
+//! same path in each, apply OCI resource limits, place, list, freeze, signal and remove its
+//! processes, and read its statistics. Knows nothing of containers (like youki's libcgroups):
+//! which cgroup a container gets and when is the runtime's business.
 //!
-//! Files are written directly (no shelling out); every error names the file and the value.
+//! On a hybrid host (v1 controllers plus a cgroup2 mount, usually /sys/fs/cgroup/unified) limits
+//! go to the v1 controllers and processes also join the same path in `name=systemd` and in the
+//! unified hierarchy, as runc does (crun refuses such hosts). Files are written directly, never
+//! through a shell; every error names the file and the value.
+//!
+//! Layout: `mountinfo` finds the hierarchies, `v1` and `v2` apply limits and read statistics,
+//! `fs` reads and writes the files, `stats` is the statistics' shape.
 
+mod fs;
+mod mountinfo;
+mod stats;
+mod v1;
+mod v2;
+
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
+
+pub use stats::{CpuStats, MemoryStats, PidsStats, Stats, Throttling};
+pub use v2::shares_to_weight;
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// How long destroy waits for exiting tasks to leave, and freeze for tasks to stop.
+const SETTLE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("writing {value:?} to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        value: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cgroup {0} still has processes after removal was requested")]
-    Busy(String),
+    Write { path: PathBuf, value: String, #[source] source: std::io::Error },
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("unexpected value {value:?} in {path}")]
+    Parse { path: PathBuf, value: String },
+    #[error("creating cgroup directory {path}: {source}")]
+    Create { path: PathBuf, #[source] source: std::io::Error },
+    #[error("removing cgroup directory {path}: {source}")]
+    Remove { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cgroup {path} still has processes {pids:?} after {waited:?}")]
+    Busy { path: PathBuf, pids: Vec<i32>, waited: Duration },
+    #[error("cgroup {path} did not freeze within {waited:?}")]
+    FreezeTimeout { path: PathBuf, waited: Duration },
+    #[error("sending signal {signal} to process {pid}: {source}")]
+    Signal { pid: i32, signal: i32, #[source] source: std::io::Error },
+    #[error("cgroup {cgroup}: this host has no {controller} controller")]
+    NoController { cgroup: String, controller: String },
+    #[error("invalid cgroup request: {0}")]
+    Invalid(String),
+    #[error("no cgroup filesystem is mounted under /sys/fs/cgroup")]
+    NotMounted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The cgroup layout of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Hierarchy {
+    /// Only v1 hierarchies, one or more controllers each.
     V1,
+    /// One unified hierarchy at /sys/fs/cgroup.
     V2,
+    /// v1 controllers plus a cgroup2 mount beside them, with no controllers of its own.
     Hybrid,
 }
 
-const ROOT: &str = "/sys/fs/cgroup";
-
-/// Which cgroup layout this host has.
+/// This host's cgroup layout, from /proc/self/mountinfo.
 pub fn detect() -> Result<Hierarchy, Error> {
-    let root = Path::new(ROOT);
-    if root.join("cgroup.controllers").exists() {
-        return Ok(Hierarchy::V2);
-    }
-    let mounts = v1_mounts()?;
-    if mounts.iter().any(|(_, fstype, _)| fstype == "cgroup2") {
-        Ok(Hierarchy::Hybrid)
-    } else {
-        Ok(Hierarchy::V1)
-    }
+    mountinfo::hierarchy(&mountinfo::read()?)
 }
 
-/// (mount point, fs type, super options) of every cgroup mount under /sys/fs/cgroup.
-fn v1_mounts() -> Result<Vec<(PathBuf, String, String)>, Error> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|source| Error::Io { context: "reading /proc/self/mountinfo".into(), source })?;
-    Ok(parse_mountinfo(&info))
+/// OCI pids.limit as pids.max: zero or negative is unlimited.
+pub(crate) fn pids_max(limit: i64) -> String {
+    if limit > 0 { limit.to_string() } else { "max".into() }
 }
 
-fn parse_mountinfo(info: &str) -> Vec<(PathBuf, String, String)> {
-    info.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mount_point = pre.split_whitespace().nth(4)?;
-            let mut post = post.split_whitespace();
-            let fstype = post.next()?;
-            let _source = post.next()?;
-            let opts = post.next().unwrap_or("");
-            (fstype.starts_with("cgroup") && mount_point.starts_with(ROOT))
-                .then(|| (PathBuf::from(mount_point), fstype.to_string(), opts.to_string()))
-        })
-        .collect()
+/// The cgroup's directory in one hierarchy.
+#[derive(Debug, Clone)]
+struct Dir {
+    /// v1 controllers (and `name=…`) of the hierarchy; empty for cgroup2.
+    controllers: Vec<String>,
+    mount_point: PathBuf,
+    path: PathBuf,
+    v2: bool,
 }
 
-/// One cgroup, at the same relative path in every hierarchy used.
+/// One cgroup, at the same path in every hierarchy the host has.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     path: String,
     hierarchy: Hierarchy,
-    /// (controller names, directory) per hierarchy; v2 has one entry with no names.
-    dirs: Vec<(Vec<String>, PathBuf)>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Stats {
-    pub memory_usage: u64,
-    pub memory_limit: u64,
-    pub pids_current: u64,
-    pub cpu_usage_ns: u64,
-}
-
-fn read_u64(p: &Path) -> u64 {
-    std::fs::read_to_string(p).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-}
-
-fn write(path: &Path, value: &str) -> Result<(), Error> {
-    std::fs::write(path, value).map_err(|source| Error::Write { path: path.to_path_buf(), value: value.to_string(), source })
-}
-
-/// runc's and crun's conversion of v1 cpu shares (2..262144) to v2 cpu.weight (1..10000).
-pub fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
-    }
-    1 + (shares.clamp(2, 262144) - 2) * 9999 / 262142
+    dirs: Vec<Dir>,
 }
 
 impl Cgroup {
-    /// `path` is the OCI cgroupsPath ("/berth/<id>"); no side effects.
+    /// `path` is the OCI linux.cgroupsPath, e.g. "/berth/<id>", taken relative to each
+    /// hierarchy's root mount. Reads mountinfo only; creates nothing.
     pub fn open(path: &str) -> Result<Cgroup, Error> {
-        let hierarchy = detect()?;
-        let rel = path.trim_start_matches('/');
-        let dirs = match hierarchy {
-            Hierarchy::V2 => vec![(Vec::new(), Path::new(ROOT).join(rel))],
-            _ => v1_mounts()?
-                .into_iter()
-                .map(|(mp, fstype, opts)| {
-                    let names = if fstype == "cgroup2" {
-                        Vec::new()
-                    } else {
-                        opts.split(',')
-                            .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec" | "clone_children"))
-                            .map(String::from)
-                            .collect()
-                    };
-                    (names, mp.join(rel))
-                })
-                .collect(),
-        };
+        let rel = relative(path)?;
+        let mounts = mountinfo::read()?;
+        let hierarchy = mountinfo::hierarchy(&mounts)?;
+        let dirs = mounts
+            .into_iter()
+            // On a v2 host only the unified hierarchy counts, whatever else is mounted.
+            .filter(|m| hierarchy != Hierarchy::V2 || (m.v2 && m.mount_point == Path::new(ROOT)))
+            .map(|m| Dir { path: m.mount_point.join(&rel), controllers: m.controllers, mount_point: m.mount_point, v2: m.v2 })
+            .collect();
         Ok(Cgroup { path: path.to_string(), hierarchy, dirs })
     }
 
@@ -135,280 +115,229 @@ impl Cgroup {
         self.hierarchy
     }
 
-    /// The directory of a v1 controller (or the v2 directory).
+    /// The path this cgroup was opened with.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The directory that holds a controller's files: the v1 hierarchy with that controller, or
+    /// on a v2 host the one unified directory.
     pub fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs
             .iter()
-            .find(|(names, _)| if self.hierarchy == Hierarchy::V2 { true } else { names.iter().any(|n| n == controller) })
-            .map(|(_, d)| d.as_path())
+            .find(|d| if self.hierarchy == Hierarchy::V2 { d.v2 } else { d.controllers.iter().any(|c| c == controller) })
+            .map(|d| d.path.as_path())
     }
 
-    /// Every directory this cgroup spans, with the controllers of each (empty for cgroup2).
+    /// The cgroup2 directory: the cgroup itself on v2, its place in the unified mount on hybrid.
+    pub fn v2_path(&self) -> Option<&Path> {
+        self.dirs.iter().find(|d| d.v2).map(|d| d.path.as_path())
+    }
+
+    /// Every directory this cgroup spans, with each hierarchy's v1 controllers (empty for cgroup2).
     pub fn dirs(&self) -> impl Iterator<Item = (&[String], &Path)> {
-        self.dirs.iter().map(|(n, d)| (n.as_slice(), d.as_path()))
+        self.dirs.iter().map(|d| (d.controllers.as_slice(), d.path.as_path()))
     }
 
+    fn required(&self, controller: &str) -> Result<&Path, Error> {
+        self.dir(controller)
+            .ok_or_else(|| Error::NoController { cgroup: self.path.clone(), controller: controller.to_string() })
+    }
+
+    /// mkdir -p in every hierarchy; fills in v1 cpuset's cpus and mems from the parents (tasks
+    /// cannot join an empty cpuset) and on v2 enables the controllers in the ancestors.
     pub fn create(&self) -> Result<(), Error> {
-        for (names, dir) in &self.dirs {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io { context: format!("creating {}", dir.display()), source })?;
-            if names.iter().any(|n| n == "cpuset") {
-                self.inherit_cpuset(dir)?;
+        for d in &self.dirs {
+            std::fs::create_dir_all(&d.path).map_err(|source| Error::Create { path: d.path.clone(), source })?;
+            if d.controllers.iter().any(|c| c == "cpuset") {
+                v1::init_cpuset(&d.mount_point, &d.path)?;
             }
-        }
-        if self.hierarchy == Hierarchy::V2 {
-            self.enable_v2_controllers()?;
-        }
-        Ok(())
-    }
-
-    /// v1 cpuset refuses tasks until cpus and mems are set: copy them down from the nearest parent.
-    fn inherit_cpuset(&self, dir: &Path) -> Result<(), Error> {
-        let mut chain: Vec<&Path> = dir.ancestors().take_while(|p| p.starts_with(ROOT)).collect();
-        chain.reverse();
-        for pair in chain.windows(2) {
-            for file in ["cpuset.cpus", "cpuset.mems"] {
-                let here = pair[1].join(file);
-                if std::fs::read_to_string(&here).map(|s| s.trim().is_empty()).unwrap_or(false) {
-                    let parent = std::fs::read_to_string(pair[0].join(file)).unwrap_or_default();
-                    write(&here, parent.trim())?;
-                }
+            if d.v2 && self.hierarchy == Hierarchy::V2 {
+                v2::enable_controllers(&d.mount_point, &d.path)?;
             }
         }
         Ok(())
     }
 
-    fn enable_v2_controllers(&self) -> Result<(), Error> {
-        let Some(dir) = self.dir("") else { return Ok(()) };
-        let mut chain: Vec<&Path> = dir.ancestors().take_while(|p| p.starts_with(ROOT) && *p != dir).collect();
-        chain.reverse();
-        for parent in chain {
-            let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-            let wanted: Vec<String> = available
-                .split_whitespace()
-                .filter(|c| matches!(*c, "cpu" | "cpuset" | "memory" | "pids" | "io"))
-                .map(|c| format!("+{c}"))
-                .collect();
-            if !wanted.is_empty() {
-                // Best effort: a controller busy elsewhere is not fatal for the others.
-                let _ = write(&parent.join("cgroup.subtree_control"), &wanted.join(" "));
-            }
-        }
-        Ok(())
-    }
-
+    /// Writes the limits: memory (limit, reservation, swap), cpu (shares or weight, quota and
+    /// period, cpuset cpus and mems), pids, and on v1 devices. On v2, device rules are skipped
+    /// (they need an eBPF program). A limit for a controller the host lacks is an error.
     pub fn apply(&self, r: &LinuxResources) -> Result<(), Error> {
         match self.hierarchy {
-            Hierarchy::V2 => self.apply_v2(r),
-            _ => self.apply_v1(r),
+            Hierarchy::V2 => v2::apply(self.required("")?, r),
+            Hierarchy::V1 | Hierarchy::Hybrid => v1::apply(self, r),
         }
     }
 
-    fn apply_v1(&self, r: &LinuxResources) -> Result<(), Error> {
-        if let (Some(m), Some(dir)) = (r.memory(), self.dir("memory")) {
-            if let Some(limit) = m.limit().filter(|l| *l != 0) {
-                write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
-                if let Some(swap) = m.swap().filter(|s| *s != 0) {
-                    let memsw = dir.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        write(&memsw, &swap.to_string())?;
-                    }
-                }
-            }
-            if let Some(res) = m.reservation().filter(|r| *r > 0) {
-                write(&dir.join("memory.soft_limit_in_bytes"), &res.to_string())?;
-            }
-        }
-        if let Some(cpu) = r.cpu() {
-            if let Some(dir) = self.dir("cpu") {
-                if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
-                    write(&dir.join("cpu.shares"), &shares.to_string())?;
-                }
-                if let Some(period) = cpu.period().filter(|p| *p > 0) {
-                    write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                }
-                if let Some(quota) = cpu.quota().filter(|q| *q != 0) {
-                    write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                }
-            }
-            if let (Some(cpus), Some(dir)) = (cpu.cpus().as_ref().filter(|c| !c.is_empty()), self.dir("cpuset")) {
-                write(&dir.join("cpuset.cpus"), cpus)?;
-            }
-        }
-        if let (Some(p), Some(dir)) = (r.pids(), self.dir("pids")) {
-            let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
-            write(&dir.join("pids.max"), &v)?;
-        }
-        if let (Some(devices), Some(dir)) = (r.devices(), self.dir("devices")) {
-            for d in devices {
-                let kind = d.typ().map(|t| t.as_str().to_string()).unwrap_or_else(|| "a".into());
-                let num = |n: Option<i64>| n.map(|x| x.to_string()).unwrap_or_else(|| "*".into());
-                let rule = if kind == "a" {
-                    "a".to_string()
-                } else {
-                    format!("{kind} {}:{} {}", num(d.major()), num(d.minor()), d.access().clone().unwrap_or_else(|| "rwm".into()))
-                };
-                let file = if d.allow() { "devices.allow" } else { "devices.deny" };
-                write(&dir.join(file), &rule)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// v2 device control needs an eBPF program; berth does not load one yet, so device rules are
-    /// skipped on pure v2 hosts (the container still gets only the device nodes its spec creates).
-    fn apply_v2(&self, r: &LinuxResources) -> Result<(), Error> {
-        let Some(dir) = self.dir("") else { return Ok(()) };
-        if let Some(m) = r.memory() {
-            if let Some(limit) = m.limit().filter(|l| *l > 0) {
-                write(&dir.join("memory.max"), &limit.to_string())?;
-                if let Some(swap) = m.swap().filter(|s| *s > 0) {
-                    let f = dir.join("memory.swap.max");
-                    if f.exists() {
-                        write(&f, &(swap - limit).max(0).to_string())?;
-                    }
-                }
-            }
-            if let Some(res) = m.reservation().filter(|r| *r > 0) {
-                write(&dir.join("memory.low"), &res.to_string())?;
-            }
-        }
-        if let Some(cpu) = r.cpu() {
-            if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
-                write(&dir.join("cpu.weight"), &shares_to_weight(shares).to_string())?;
-            }
-            if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
-                write(&dir.join("cpu.max"), &format!("{quota} {}", cpu.period().unwrap_or(100_000)))?;
-            }
-            if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
-                write(&dir.join("cpuset.cpus"), cpus)?;
-            }
-        }
-        if let Some(p) = r.pids() {
-            let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
-            write(&dir.join("pids.max"), &v)?;
-        }
-        Ok(())
-    }
-
-    /// Moves `pid` into this cgroup in every hierarchy (0 means the caller).
+    /// Moves a process (0: the caller) into this cgroup in every hierarchy.
     pub fn add_process(&self, pid: i32) -> Result<(), Error> {
-        for (_, dir) in &self.dirs {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        let pid = pid.to_string();
+        for d in &self.dirs {
+            fs::write(&d.path.join("cgroup.procs"), &pid)?;
         }
         Ok(())
     }
 
-    /// Directory fd for clone3(CLONE_INTO_CGROUP): only on pure v2 hosts.
+    /// An O_PATH directory fd of the cgroup for clone3's CLONE_INTO_CGROUP; None on v1 and
+    /// hybrid hosts, where a child must join every hierarchy and clone3 can place it in one.
     pub fn v2_dir(&self) -> Option<std::fs::File> {
         if self.hierarchy != Hierarchy::V2 {
             return None;
         }
-        self.dir("").and_then(|d| std::fs::File::open(d).ok())
+        let dir = self.v2_path()?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| tracing::debug!(dir = %dir.display(), error = %e, "opening the cgroup for CLONE_INTO_CGROUP"))
+            .ok()
     }
 
+    /// The processes in the cgroup; empty when it does not exist.
     pub fn pids(&self) -> Result<Vec<i32>, Error> {
-        let dir = self.dir("pids").or_else(|| self.dirs.first().map(|(_, d)| d.as_path()));
+        let dir = self.dir("pids").or_else(|| self.dir("freezer")).or_else(|| self.dirs.first().map(|d| d.path.as_path()));
         let Some(dir) = dir else { return Ok(Vec::new()) };
         let procs = dir.join("cgroup.procs");
-        match std::fs::read_to_string(&procs) {
-            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(Error::Io { context: format!("reading {}", procs.display()), source }),
-        }
+        let text = fs::read(&procs)?.unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().parse().map_err(|_| Error::Parse { path: procs.clone(), value: l.to_string() }))
+            .collect()
     }
 
+    /// Stops every process in the cgroup and waits until the kernel reports it frozen.
     pub fn freeze(&self) -> Result<(), Error> {
-        self.set_frozen(true)
+        let (file, frozen) = self.freezer_file(true)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            fs::write(&file, frozen)?;
+            if self.is_frozen()? {
+                return Ok(());
+            }
+            if started.elapsed() > SETTLE {
+                let _ = self.thaw();
+                return Err(Error::FreezeTimeout { path: file, waited: started.elapsed() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 
     pub fn thaw(&self) -> Result<(), Error> {
-        self.set_frozen(false)
+        let (file, thawed) = self.freezer_file(false)?;
+        fs::write(&file, thawed)
     }
 
-    fn set_frozen(&self, frozen: bool) -> Result<(), Error> {
-        match self.hierarchy {
-            Hierarchy::V2 => match self.dir("") {
-                Some(d) => write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
-                None => Ok(()),
-            },
-            _ => match self.dir("freezer") {
-                Some(d) => write(&d.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
-                None => Ok(()),
-            },
-        }
+    /// The freezer's control file and the value for the wanted state.
+    fn freezer_file(&self, frozen: bool) -> Result<(PathBuf, &'static str), Error> {
+        Ok(match self.hierarchy {
+            Hierarchy::V2 => (self.required("")?.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            _ => (self.required("freezer")?.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+        })
     }
 
-    /// Signals every process; frozen meanwhile so none can fork away from the signal.
+    fn is_frozen(&self) -> Result<bool, Error> {
+        Ok(match self.hierarchy {
+            Hierarchy::V2 => fs::read_keyed(&self.required("")?.join("cgroup.events"))?.get("frozen") == Some(&1),
+            _ => fs::read(&self.required("freezer")?.join("freezer.state"))?.is_some_and(|s| s.trim() == "FROZEN"),
+        })
+    }
+
+    /// Signals every process. With SIGKILL on a v2 kernel that has cgroup.kill, the kernel does
+    /// it at once; otherwise the cgroup is frozen meanwhile so no process can fork away from the
+    /// signal (without a freezer controller, the signal goes out unfrozen).
     pub fn kill_all(&self, signal: i32) -> Result<(), Error> {
         if self.hierarchy == Hierarchy::V2 && signal == libc::SIGKILL {
-            if let Some(d) = self.dir("") {
-                let kill = d.join("cgroup.kill");
-                if kill.exists() {
-                    return write(&kill, "1");
-                }
+            let kill = self.required("")?.join("cgroup.kill");
+            if kill.exists() {
+                return fs::write(&kill, "1");
             }
         }
-        let frozen = self.freeze().is_ok();
-        for pid in self.pids()? {
-            // SAFETY: plain kill(2) on a pid read from the cgroup.
-            unsafe { libc::kill(pid, signal) };
-        }
+        let frozen = match self.freeze() {
+            Ok(()) => true,
+            Err(Error::NoController { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        let result = self.pids().and_then(|pids| pids.into_iter().try_for_each(|pid| send(pid, signal)));
         if frozen {
             self.thaw()?;
         }
-        Ok(())
+        result
     }
 
-    /// Removes the cgroup everywhere; waits briefly for exiting tasks. Idempotent.
+    /// Removes the cgroup (and any cgroups below it) in every hierarchy, waiting briefly for
+    /// exiting tasks to leave. Removing a cgroup that does not exist succeeds.
     pub fn destroy(&self) -> Result<(), Error> {
-        for (_, dir) in &self.dirs {
-            let mut tries = 0;
-            loop {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(Error::Busy(self.path.clone())),
-                    Err(source) => return Err(Error::Io { context: format!("removing {}", dir.display()), source }),
-                }
-            }
+        let deadline = Instant::now() + SETTLE;
+        for d in &self.dirs {
+            remove_tree(&d.path, deadline)?;
         }
         Ok(())
     }
 
+    /// Memory, CPU and pids usage; counters of controllers the host lacks read as zero.
     pub fn stats(&self) -> Result<Stats, Error> {
-        let mut s = Stats::default();
         match self.hierarchy {
-            Hierarchy::V2 => {
-                if let Some(d) = self.dir("") {
-                    s.memory_usage = read_u64(&d.join("memory.current"));
-                    s.memory_limit = read_u64(&d.join("memory.max"));
-                    s.pids_current = read_u64(&d.join("pids.current"));
-                    let cpu = std::fs::read_to_string(d.join("cpu.stat")).unwrap_or_default();
-                    s.cpu_usage_ns = cpu
-                        .lines()
-                        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
-                        .unwrap_or(0)
-                        * 1000;
-                }
-            }
-            _ => {
-                if let Some(d) = self.dir("memory") {
-                    s.memory_usage = read_u64(&d.join("memory.usage_in_bytes"));
-                    s.memory_limit = read_u64(&d.join("memory.limit_in_bytes"));
-                }
-                if let Some(d) = self.dir("pids") {
-                    s.pids_current = read_u64(&d.join("pids.current"));
-                }
-                if let Some(d) = self.dir("cpuacct") {
-                    s.cpu_usage_ns = read_u64(&d.join("cpuacct.usage"));
-                }
-            }
+            Hierarchy::V2 => v2::stats(self.required("")?),
+            Hierarchy::V1 | Hierarchy::Hybrid => v1::stats(self),
         }
-        Ok(s)
+    }
+}
+
+/// The cgroup path without its leading slash; "..", "." and empty paths are refused so that a
+/// cgroup can never name a directory outside its hierarchy or the hierarchy's root.
+fn relative(path: &str) -> Result<PathBuf, Error> {
+    let rel = path.trim_start_matches('/');
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|p| *p == ".." || *p == ".") {
+        return Err(Error::Invalid(format!("cgroup path {path:?} must name a directory below the hierarchy's root")));
+    }
+    Ok(parts.iter().collect())
+}
+
+fn send(pid: i32, signal: i32) -> Result<(), Error> {
+    // SAFETY: kill(2) with plain integers.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        return Ok(());
+    }
+    let source = std::io::Error::last_os_error();
+    // Gone between listing and signalling: nothing left to do.
+    if source.raw_os_error() == Some(libc::ESRCH) {
+        return Ok(());
+    }
+    Err(Error::Signal { pid, signal, source })
+}
+
+/// Removes `dir` after its child cgroups (rmdir of a cgroup with children fails), retrying while
+/// tasks are still leaving, until `deadline`.
+fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(Error::Read { path: dir.to_path_buf(), source }),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path(), deadline)?;
+        }
+    }
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let procs = fs::read(&dir.join("cgroup.procs")).ok().flatten().unwrap_or_default();
+                let pids = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                return Err(Error::Busy { path: dir.to_path_buf(), pids, waited: SETTLE });
+            }
+            Err(source) => return Err(Error::Remove { path: dir.to_path_buf(), source }),
+        }
     }
 }
 
@@ -417,48 +346,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_convert_to_weights_like_runc() {
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262144), 10000);
+    fn cgroup_paths_are_taken_below_the_root() {
+        assert_eq!(relative("/berth/abc").expect("ok"), PathBuf::from("berth/abc"));
+        assert_eq!(relative("berth//abc/").expect("ok"), PathBuf::from("berth/abc"));
+        assert!(relative("/").is_err());
+        assert!(relative("").is_err());
+        assert!(relative("/berth/../etc").is_err());
     }
 
     #[test]
-    fn mountinfo_lists_cgroup_mounts_with_their_controllers() {
-        let info = "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
-                    31 25 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
-                    32 1 0:28 / /proc rw - proc proc rw\n";
-        let m = parse_mountinfo(info);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].2, "rw,memory");
-        assert_eq!(m[1].1, "cgroup2");
+    fn zero_or_negative_pids_limits_mean_max() {
+        assert_eq!(pids_max(0), "max");
+        assert_eq!(pids_max(-1), "max");
+        assert_eq!(pids_max(64), "64");
     }
 
     #[test]
-    fn a_cgroup_limits_holds_and_releases_a_process() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: needs root");
-            return;
-        }
-        let name = format!("/berth-test/cg-{}", std::process::id());
-        let cg = Cgroup::open(&name).expect("open");
-        cg.create().expect("create");
-        let res: LinuxResources = serde_json::from_value(serde_json::json!({
-            "memory": {"limit": 67108864}, "pids": {"limit": 12}, "cpu": {"shares": 512, "quota": 50000, "period": 100000}
-        }))
-        .expect("resources");
-        cg.apply(&res).expect("apply");
-        if let Some(d) = cg.dir("pids") {
-            assert_eq!(std::fs::read_to_string(d.join("pids.max")).expect("read").trim(), "12");
-        }
-        let mut child = std::process::Command::new("sleep").arg("100").spawn().expect("sleep");
-        cg.add_process(child.id() as i32).expect("add");
-        assert_eq!(cg.pids().expect("pids"), vec![child.id() as i32]);
-        cg.kill_all(libc::SIGKILL).expect("kill");
-        let _ = child.wait();
-        cg.destroy().expect("destroy");
-        assert!(cg.dirs().all(|(_, d)| !d.exists()));
-        let parent = Cgroup::open("/berth-test").expect("parent");
-        let _ = parent.destroy();
+    fn removing_a_missing_cgroup_succeeds() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let gone = dir.path().join("never-created");
+        remove_tree(&gone, Instant::now()).expect("idempotent");
     }
 }
