@@ -38,6 +38,8 @@ pub enum Error {
     Read { path: PathBuf, #[source] source: std::io::Error },
     #[error("unexpected value {value:?} in {path}")]
     Parse { path: PathBuf, value: String },
+    #[error("opening {path}: {source}")]
+    Open { path: PathBuf, #[source] source: std::io::Error },
     #[error("creating cgroup directory {path}: {source}")]
     Create { path: PathBuf, #[source] source: std::io::Error },
     #[error("removing cgroup directory {path}: {source}")]
@@ -178,6 +180,22 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Opens every hierarchy's cgroup.procs now, so that a forked child can join later without
+    /// allocating or taking locks (see [`PreparedJoin::join_self`]).
+    pub fn prepare_join(&self) -> Result<PreparedJoin, Error> {
+        let mut files = Vec::with_capacity(self.dirs.len());
+        for d in &self.dirs {
+            let path = d.path.join("cgroup.procs");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|source| Error::Open { path: path.clone(), source })?;
+            files.push((path, file));
+        }
+        Ok(PreparedJoin { files })
+    }
+
     /// An O_PATH directory fd of the cgroup for clone3's CLONE_INTO_CGROUP; None on v1 and
     /// hybrid hosts, where a child must join every hierarchy and clone3 can place it in one.
     pub fn v2_dir(&self) -> Option<std::fs::File> {
@@ -282,6 +300,44 @@ impl Cgroup {
             Hierarchy::V2 => v2::stats(self.required("")?),
             Hierarchy::V1 | Hierarchy::Hybrid => v1::stats(self),
         }
+    }
+}
+
+/// A cgroup's cgroup.procs files, open for writing (close-on-exec), from [`Cgroup::prepare_join`].
+#[derive(Debug)]
+pub struct PreparedJoin {
+    files: Vec<(PathBuf, std::fs::File)>,
+}
+
+/// A failed [`PreparedJoin::join_self`]: which file refused the write, and the errno.
+#[derive(Debug)]
+pub struct JoinFailed<'a> {
+    pub path: &'a Path,
+    pub errno: i32,
+}
+
+impl std::fmt::Display for JoinFailed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing \"0\" to {}: {}", self.path.display(), std::io::Error::from_raw_os_error(self.errno))
+    }
+}
+
+impl PreparedJoin {
+    /// Moves the calling process into the cgroup in every hierarchy by writing "0" (the writer)
+    /// to each open cgroup.procs: write(2) only, no allocation, no locks, so it is safe in a
+    /// forked child of a multi-threaded process.
+    pub fn join_self(&self) -> Result<(), JoinFailed<'_>> {
+        use std::os::fd::AsRawFd;
+        for (path, file) in &self.files {
+            // SAFETY: writes one byte from a static buffer to an fd this struct owns.
+            let n = unsafe { libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            if n != 1 {
+                // SAFETY: reads this thread's errno.
+                let errno = unsafe { *libc::__errno_location() };
+                return Err(JoinFailed { path, errno });
+            }
+        }
+        Ok(())
     }
 }
 

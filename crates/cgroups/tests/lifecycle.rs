@@ -131,7 +131,6 @@ fn limits_are_written_read_back_and_a_process_is_placed_killed_and_removed() {
     let pid = s.worker();
     cg.add_process(pid).expect("add");
     assert_eq!(cg.pids().expect("pids"), vec![pid]);
-    s.start(pid);
     // The process is in the cgroup in every hierarchy: limits and name=systemd and unified alike.
     let rel = cg.path().trim_start_matches('/');
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("proc cgroup");
@@ -143,6 +142,7 @@ fn limits_are_written_read_back_and_a_process_is_placed_killed_and_removed() {
         assert_eq!(read(unified, "cgroup.procs"), pid.to_string());
         assert!(cg.v2_dir().is_none(), "no CLONE_INTO_CGROUP on hybrid");
     }
+    s.start(pid);
 
     // The worker's pipeline runs by now or soon; its charges and CPU time show up in the stats.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -241,4 +241,36 @@ fn destroying_a_cgroup_that_was_never_created_succeeds() {
     let s = Scratch::new();
     s.cgroup("never").destroy().expect("idempotent");
     assert_eq!(s.cgroup("never").pids().expect("pids"), Vec::<i32>::new());
+}
+
+#[test]
+fn a_forked_child_joins_through_a_prepared_join() {
+    if !is_root() {
+        eprintln!("skipping: cgroup tests need root");
+        return;
+    }
+    let s = Scratch::new();
+    let cg = s.cgroup("joined");
+    cg.create().expect("create");
+    let join = cg.prepare_join().expect("prepare");
+    // SAFETY: the child only writes to fds it inherited, then parks in pause() until killed.
+    let pid = match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => unsafe {
+            let code = if join.join_self().is_ok() { 0 } else { 1 };
+            if code == 0 {
+                libc::pause();
+            }
+            libc::_exit(code)
+        },
+        nix::unistd::ForkResult::Parent { child } => child.as_raw(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while cg.pids().expect("pids").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pids = cg.pids().expect("pids");
+    cg.kill_all(libc::SIGKILL).expect("kill");
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait");
+    assert_eq!(pids, vec![pid], "child status {status:?}");
+    assert!(matches!(status, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)), "{status:?}");
 }
