@@ -20,7 +20,11 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<(), Error> {
         cpu(cg, c)?;
     }
     if let Some(p) = r.pids() {
-        write(&cg.required("pids")?.join("pids.max"), &pids_max(p.limit()))?;
+        // Docker asks for "unlimited" on every container; a host without the controller has that.
+        match cg.dir("pids") {
+            None if p.limit() <= 0 => {}
+            _ => write(&cg.required("pids")?.join("pids.max"), &pids_max(p.limit()))?,
+        }
     }
     if let Some(devices) = r.devices().as_ref().filter(|d| !d.is_empty()) {
         let dir = cg.required("devices")?;

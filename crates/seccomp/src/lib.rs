@@ -33,6 +33,8 @@ pub enum Error {
     TooLarge(usize),
     #[error("installing the seccomp filter: {0}")]
     Install(std::io::Error),
+    #[error("installing the seccomp filter: thread {0} could not be synchronised (TSYNC)")]
+    Tsync(i32),
     #[error("compiled seccomp filter is corrupt: {0}")]
     Corrupt(&'static str),
 }
@@ -186,6 +188,10 @@ pub fn install(filter: &Filter) -> Result<(), Error> {
     let rc = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter.flags as libc::c_ulong, &prog as *const libc::sock_fprog) };
     if rc == 0 {
         return Ok(());
+    }
+    if rc > 0 {
+        // With TSYNC the kernel answers with the id of a thread it could not synchronise.
+        return Err(Error::Tsync(rc as i32));
     }
     let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::ENOSYS) && filter.flags == 0 {
