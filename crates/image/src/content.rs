@@ -12,7 +12,8 @@ pub struct ContentStore {
 /// A blob being written into `ingest/`; `commit` checks the digest and moves it into place, drop
 /// (or a failed commit) deletes it.
 pub struct BlobWriter {
-    file: std::fs::File,
+    /// Buffered: callers (the import tee) write in tar-block-sized pieces.
+    file: std::io::BufWriter<std::fs::File>,
     tmp: PathBuf,
     digester: Digester,
     expected: Option<Digest>,
@@ -70,6 +71,7 @@ impl ContentStore {
     pub fn writer(&self, expected: Option<&Digest>) -> Result<BlobWriter, Error> {
         let tmp = self.root.join("ingest").join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        let file = std::io::BufWriter::with_capacity(256 * 1024, file);
         Ok(BlobWriter { file, tmp, digester: Digester::new(), expected: expected.cloned(), blobs: self.root.join("blobs/sha256"), done: false })
     }
 
@@ -117,7 +119,7 @@ impl BlobWriter {
                 return Err(Error::DigestMismatch { expected: want.to_string(), actual: digest.to_string() });
             }
         }
-        self.file.sync_all().map_err(|e| Error::io("syncing blob", e))?;
+        self.file.flush().and_then(|()| self.file.get_ref().sync_all()).map_err(|e| Error::io("syncing blob", e))?;
         let dest = self.blobs.join(digest.hex());
         std::fs::rename(&self.tmp, &dest).map_err(|e| Error::io(format!("committing blob {digest}"), e))?;
         self.done = true;

@@ -25,7 +25,8 @@ impl ImageStore {
         let mut blob = self.content.writer(None)?;
         let mut pending = self.snapshots.begin_layer(None)?;
         let stats = {
-            let mut tee = Tee { inner: &mut plain, sink: &mut blob };
+            // Buffered above the tee, so the tar reader's small reads become large copies.
+            let mut tee = std::io::BufReader::with_capacity(128 * 1024, Tee { inner: &mut plain, sink: &mut blob });
             let stats = pending.apply(&mut tee)?;
             // The archive's end blocks and any padding are part of the layer's bytes too.
             std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| Error::io("reading the tarball", e))?;
