@@ -49,7 +49,7 @@ impl From<engine::Error> for ApiError {
             E::Start { exit_code: 126 | 127, .. } => StatusCode::BAD_REQUEST,
             E::Image(img) => match img {
                 image::Error::NotFound(_) => StatusCode::NOT_FOUND,
-                image::Error::InvalidReference { .. } => StatusCode::BAD_REQUEST,
+                image::Error::InvalidReference { .. } | image::Error::Ambiguous(_) => StatusCode::BAD_REQUEST,
                 image::Error::Conflict { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
