@@ -422,6 +422,16 @@ impl Engine {
         })
         .await?;
         c.observed.send_modify(|o| o.removed = true);
+        // Layers of an image force-removed while this container used it can go now.
+        if self.inner.images.get(&rec.image).is_ok() {
+            return Ok(());
+        }
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = engine.inner.images.collect_garbage() {
+                tracing::debug!(error = %e, "image garbage collection");
+            }
+        });
         Ok(())
     }
 

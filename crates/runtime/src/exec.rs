@@ -28,6 +28,8 @@ pub fn run(
         Stdio::Fds { stdin, stdout, stderr } => ChildStdio::Fds([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]),
         Stdio::Console(slave) => ChildStdio::Console(slave.as_raw_fd()),
     };
+    // cgroup.procs files opened here, so the forked intermediate joins with write(2) alone.
+    let join = cgroup.map(|c| c.prepare_join()).transpose()?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("creating a pipe", e.into()))?;
     // SAFETY: fork of a single-threaded caller; the child only runs `intermediate`, which exits.
     let pid = unsafe { libc::fork() };
@@ -36,7 +38,7 @@ pub fn run(
     }
     if pid == 0 {
         drop(report_r);
-        intermediate(&ns, cgroup, p, seccomp, child_stdio, report_w.as_raw_fd());
+        intermediate(&ns, join.as_ref(), p, seccomp, child_stdio, report_w.as_raw_fd());
     }
     drop(report_w);
     // SAFETY: reaping the intermediate we forked.
@@ -48,7 +50,7 @@ pub fn run(
     }
 }
 
-fn intermediate(ns: &[OwnedFd], cgroup: Option<&cgroups::Cgroup>, p: &Process, seccomp: Option<&seccomp::Filter>, stdio: ChildStdio, report_fd: i32) -> ! {
+fn intermediate(ns: &[OwnedFd], join: Option<&cgroups::PreparedJoin>, p: &Process, seccomp: Option<&seccomp::Filter>, stdio: ChildStdio, report_fd: i32) -> ! {
     // SAFETY: prctl with constant arguments (see init: not dumpable until execve).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let fail = |msg: String| -> ! {
@@ -56,10 +58,9 @@ fn intermediate(ns: &[OwnedFd], cgroup: Option<&cgroups::Cgroup>, p: &Process, s
         // SAFETY: leave the forked child at once.
         unsafe { libc::_exit(1) }
     };
-    if let Some(cg) = cgroup {
-        // SAFETY: getpid never fails.
-        if let Err(e) = cg.add_process(unsafe { libc::getpid() }) {
-            fail(format!("joining the container's cgroup: {e}"));
+    if let Some(j) = join {
+        if let Err(e) = j.join_self() {
+            fail(format!("joining the container's cgroup ({}): errno {}", e.path.display(), e.errno));
         }
     }
     for fd in ns {
