@@ -1,23 +1,8 @@
 //! Capability policy: Docker's default set, `--cap-add/--cap-drop` (with `ALL`) and `--privileged`.
 use crate::error::{Error, Result};
 
-/// Docker's default bounding set (0xa80425fb).
-pub const DOCKER_DEFAULT: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
-    "CAP_SYS_CHROOT",
-    "CAP_MKNOD",
-    "CAP_AUDIT_WRITE",
-    "CAP_SETFCAP",
-];
+/// Docker's default bounding set (0xa80425fb), as the runtime defines it.
+pub use runtime::caps::DOCKER_DEFAULT;
 
 /// Every capability the kernel knows today, in bit order (0..=40).
 pub const ALL: &[&str] = &[

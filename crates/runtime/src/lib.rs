@@ -73,13 +73,14 @@ impl Error {
 
 /// Docker's default capability set (0xa80425fb).
 pub mod caps {
+    pub const DOCKER_DEFAULT: &[&str] = &[
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+        "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
+        "CAP_SETFCAP",
+    ];
+
     pub fn docker_default() -> Vec<String> {
-        ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-            "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
-            "CAP_SETFCAP"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect()
     }
 }
 
