@@ -16,6 +16,7 @@ pub struct Config {
     pub hostname: Option<String>,
     pub mounts: Vec<Mount>,
     pub linux: Linux,
+    pub annotations: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -145,5 +146,83 @@ pub fn namespace_file(typ: &str) -> &'static str {
         "uts" => "uts",
         "cgroup" => "cgroup",
         _ => "",
+    }
+}
+
+/// The System V IPC sysctls that belong to an ipc namespace.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+impl Config {
+    fn has_namespace(&self, typ: &str) -> bool {
+        self.linux.namespaces.iter().any(|n| n.typ == typ)
+    }
+
+    /// Refuses what would change the host rather than the container: a hostname without a UTS
+    /// namespace of its own, and sysctls that are not namespaced or whose namespace is the host's.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.process.args.is_empty() {
+            return Err(Error::InvalidSpec("process.args is empty".into()));
+        }
+        if self.hostname.as_deref().is_some_and(|h| !h.is_empty()) && !self.has_namespace("uts") {
+            return Err(Error::InvalidSpec("a hostname needs a uts namespace".into()));
+        }
+        for key in self.linux.sysctl.keys() {
+            let dotted = key.replace('/', ".");
+            if dotted.split('.').any(|c| c.is_empty() || c == "..") {
+                return Err(Error::InvalidSpec(format!("invalid sysctl {key:?}")));
+            }
+            let ns = if IPC_SYSCTLS.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.") {
+                "ipc"
+            } else if dotted.starts_with("net.") {
+                "network"
+            } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
+                "uts"
+            } else {
+                return Err(Error::InvalidSpec(format!("sysctl {key:?} is not namespaced and would change the host")));
+            };
+            if !self.has_namespace(ns) {
+                return Err(Error::InvalidSpec(format!("sysctl {key:?} needs a {ns} namespace of the container's own")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> Config {
+        serde_json::from_value(json).expect("config")
+    }
+
+    #[test]
+    fn a_hostname_without_a_uts_namespace_is_refused() {
+        let c = config(serde_json::json!({"process": {"args": ["sh"]}, "hostname": "h"}));
+        assert!(c.validate().is_err());
+        let c = config(serde_json::json!({"process": {"args": ["sh"]}, "hostname": "h", "linux": {"namespaces": [{"type": "uts"}]}}));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn only_sysctls_of_the_containers_own_namespaces_pass() {
+        let with = |key: &str, ns: &str| {
+            config(serde_json::json!({"process": {"args": ["sh"]}, "linux": {"namespaces": [{"type": ns}], "sysctl": {key: "1"}}}))
+        };
+        assert!(with("net.ipv4.ip_forward", "network").validate().is_ok());
+        assert!(with("net.ipv4.ip_forward", "ipc").validate().is_err(), "host network namespace");
+        assert!(with("kernel.shmmax", "ipc").validate().is_ok());
+        assert!(with("fs.mqueue.msg_max", "ipc").validate().is_ok());
+        assert!(with("kernel.core_pattern", "ipc").validate().is_err(), "not namespaced");
+        assert!(with("vm.overcommit_memory", "network").validate().is_err());
+        assert!(with("net/../../kernel/core_pattern", "network").validate().is_err());
+    }
+
+    #[test]
+    fn an_empty_command_is_refused() {
+        assert!(config(serde_json::json!({"process": {"args": []}})).validate().is_err());
     }
 }

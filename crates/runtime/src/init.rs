@@ -20,7 +20,8 @@ pub struct InitPlan<'a> {
     pub stdio: ChildStdio,
     pub report: RawFd,
     pub go: RawFd,
-    pub fifo: &'a Path,
+    /// Holds exec.fifo.
+    pub state_dir: &'a Path,
     pub seccomp: Option<&'a seccomp::Filter>,
     pub join: Vec<OwnedFd>,
     pub new_net: bool,
@@ -43,9 +44,7 @@ pub fn run(plan: InitPlan<'_>) -> ! {
     }
     // The fifo lives outside the container's root: hold its directory by an O_PATH fd from before
     // pivot_root (closed by execve), and open the fifo relative to it later; no /proc needed.
-    let fifo = plan.fifo.parent().and_then(|d| {
-        nix::fcntl::open(d, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty()).ok()
-    });
+    let fifo = nix::fcntl::open(plan.state_dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty()).ok();
     let err = match setup(&plan, fifo) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -73,16 +72,6 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
         loopback_up();
     }
     setup_rootfs(plan)?;
-    if let Some(h) = &cfg.hostname {
-        nix::unistd::sethostname(h).map_err(|e| fail(format!("setting hostname: {e}")))?;
-    }
-    for (key, value) in &cfg.linux.sysctl {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, value).map_err(|e| fail(format!("sysctl {key}={value}: {e}")))?;
-    }
-    if let Some(adj) = cfg.process.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| fail(format!("oom_score_adj: {e}")))?;
-    }
     process::setup_stdio(plan.stdio).map_err(fail)?;
     // Without no_new_privs the filter must go on while we still hold CAP_SYS_ADMIN (runc's order).
     if !cfg.process.no_new_privileges {
@@ -104,8 +93,12 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
     match process::execve(&plan.exe, &cfg.process.args, &cfg.process.env) {
         Ok(never) => match never {},
         Err((errno, msg)) => {
+            // The creator learns it through `start`; anyone else (a `start` from another process)
+            // through the container's stderr and its exit status.
+            report::send_exec(plan.report, errno, &plan.exe);
             let _ = nix::unistd::write(std::io::stderr(), format!("berth: {msg}\n").as_bytes());
-            Err((process::exec_exit_code(errno), msg))
+            // SAFETY: exit without running the caller's destructors.
+            unsafe { libc::_exit(process::exec_exit_code(errno)) }
         }
     }
 }
@@ -147,26 +140,46 @@ fn mnt(source: Option<&str>, target: &str, fstype: Option<&str>, flags: MsFlags,
 
 fn setup_rootfs(plan: &InitPlan<'_>) -> Result<(), Failure> {
     let cfg = plan.config;
+    // Nothing of what follows may propagate back to the host: private (or the spec's choice).
     let prop = match cfg.linux.rootfs_propagation.as_deref() {
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
         Some("slave") | Some("rslave") => MsFlags::MS_SLAVE,
+        Some("unbindable") | Some("runbindable") => MsFlags::MS_UNBINDABLE,
         _ => MsFlags::MS_PRIVATE,
     };
     mnt(None, "/", None, MsFlags::MS_REC | prop, None)?;
     let rootfs = plan.rootfs.to_str().ok_or_else(|| fail("rootfs path is not UTF-8"))?;
+    // pivot_root needs the new root to be a mount point.
     mnt(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
     let root_fd = nix::fcntl::open(plan.rootfs, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| fail(format!("opening rootfs: {e}")))?;
     for m in &cfg.mounts {
-        mount_one(&root_fd, m, plan.cgroup)?;
+        mount_one(&root_fd, m, plan)?;
     }
     setup_dev(&root_fd, plan.console_path.as_deref())?;
+    if !cfg.process.cwd.is_empty() && cfg.process.cwd != "/" {
+        // Like runc, a missing working directory is made (inside the rootfs, never through a link out).
+        mounts::target(&root_fd, &cfg.process.cwd, false).map_err(|e| fail(format!("working directory: {e}")))?;
+    }
+    drop(root_fd);
     pivot(rootfs)?;
-    for p in &cfg.linux.masked_paths {
-        mask(p)?;
+    if let Some(h) = cfg.hostname.as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(|e| fail(format!("setting hostname: {e}")))?;
+    }
+    // Sysctls before readonlyPaths makes /proc/sys read-only (validated as namespaced by create).
+    for (key, value) in &cfg.linux.sysctl {
+        write_proc(&format!("/proc/sys/{}", key.replace('.', "/")), value).map_err(|e| fail(format!("sysctl {key}={value}: {e}")))?;
+    }
+    let new_root = nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail(format!("opening the new root: {e}")))?;
+    if !cfg.linux.masked_paths.is_empty() {
+        let null = dev_null().map_err(fail)?;
+        for p in &cfg.linux.masked_paths {
+            mask(&new_root, &null, p)?;
+        }
     }
     for p in &cfg.linux.readonly_paths {
-        readonly(p)?;
+        readonly(&new_root, p)?;
     }
     if cfg.root.readonly {
         mnt(None, "/", None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None)?;
@@ -174,23 +187,55 @@ fn setup_rootfs(plan: &InitPlan<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn mount_one(root: &OwnedFd, m: &crate::config::Mount, cgroup: Option<&cgroups::Cgroup>) -> Result<(), Failure> {
-    let (flags, propagation, data) = parse_options(&m.options);
-    let typ = m.typ.as_deref().unwrap_or(if flags.contains(MsFlags::MS_BIND) { "bind" } else { "none" });
-    if typ == "cgroup" && cgroup.is_some_and(|c| c.hierarchy() != cgroups::Hierarchy::V2) {
-        return mount_v1_cgroups(root, &m.destination, cgroup, flags);
+/// Writes a /proc file, refusing anything that is not procfs: a container image could have put a
+/// file or a mount of its own where /proc/sys should be.
+fn write_proc(path: &str, value: &str) -> Result<(), String> {
+    let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| e.to_string())?;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| e.to_string())?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(format!("{path} is not on procfs"));
+    }
+    nix::unistd::write(&fd, value.as_bytes()).map(drop).map_err(|e| e.to_string())
+}
+
+/// The container's /dev/null, checked to be the real device: masking with anything else (a link
+/// to a host file the image planted) would expose rather than hide.
+fn dev_null() -> Result<OwnedFd, String> {
+    let fd = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("opening /dev/null: {e}"))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("checking /dev/null: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+        return Err("/dev/null is not the null device".into());
+    }
+    Ok(fd)
+}
+
+fn mount_one(root: &OwnedFd, m: &crate::config::Mount, plan: &InitPlan<'_>) -> Result<(), Failure> {
+    let (mut flags, propagation, data) = parse_options(&m.options);
+    let mut typ = m.typ.as_deref().unwrap_or(if flags.contains(MsFlags::MS_BIND) { "bind" } else { "none" });
+    let mut source = m.source.as_deref();
+    if typ == "cgroup" && plan.cgroup.is_none_or(|c| c.hierarchy() != cgroups::Hierarchy::V2) {
+        return mount_v1_cgroups(root, &m.destination, plan.cgroup, flags);
+    }
+    if typ == "sysfs" && !plan.new_net {
+        // A new sysfs instance needs a network namespace of our own; without one, bind the host's
+        // (runc does the same).
+        typ = "bind";
+        source = Some("/sys");
+        flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
     }
     let is_bind = typ == "bind" || flags.contains(MsFlags::MS_BIND);
-    let source_is_file = is_bind && m.source.as_deref().is_some_and(|s| Path::new(s).metadata().is_ok_and(|md| !md.is_dir()));
+    let source_is_file = is_bind && source.is_some_and(|s| Path::new(s).metadata().is_ok_and(|md| !md.is_dir()));
     let target_fd = mounts::target(root, &m.destination, source_is_file).map_err(fail)?;
     let target = fd_path(&target_fd);
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
-        let source = m.source.as_deref().ok_or_else(|| fail(format!("bind mount on {} has no source", m.destination)))?;
+        let source = source.ok_or_else(|| fail(format!("bind mount on {} has no source", m.destination)))?;
         mnt(Some(source), &target, None, MsFlags::MS_BIND | (flags & MsFlags::MS_REC), None)?;
     } else {
         let fstype = if typ == "cgroup" { "cgroup2" } else { typ };
-        mnt(Some(m.source.as_deref().unwrap_or(fstype)), &target, Some(fstype), flags, data)?;
+        mnt(Some(source.unwrap_or(fstype)), &target, Some(fstype), flags, data)?;
     }
     // The fd above names what was under the mount; remount and propagation act on the new mount,
     // so resolve the destination again.
@@ -265,23 +310,50 @@ fn setup_dev(root: &OwnedFd, console: Option<&str>) -> Result<(), Failure> {
 fn pivot(rootfs: &str) -> Result<(), Failure> {
     nix::unistd::chdir(rootfs).map_err(|e| fail(format!("chdir to rootfs: {e}")))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching "." then drops it.
-    nix::unistd::pivot_root(".", ".").map_err(|e| fail(format!("pivot_root: {e}")))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail(format!("detaching the old root: {e}")))?;
+    match nix::unistd::pivot_root(".", ".") {
+        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail(format!("detaching the old root: {e}")))?,
+        // The initramfs (rootfs on ramfs) cannot be pivoted away from: move the new root over it
+        // and chroot, the only way left.
+        Err(nix::errno::Errno::EINVAL) if on_ramfs() => {
+            mnt(Some("."), "/", None, MsFlags::MS_MOVE, None)?;
+            nix::unistd::chroot(".").map_err(|e| fail(format!("chroot: {e}")))?;
+        }
+        Err(e) => return Err(fail(format!("pivot_root: {e}"))),
+    }
     nix::unistd::chdir("/").map_err(|e| fail(format!("chdir /: {e}")))
 }
 
-fn mask(path: &str) -> Result<(), Failure> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => Ok(()),
-        Ok(md) if md.is_dir() => mnt(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None),
-        Ok(_) => mnt(Some("/dev/null"), path, None, MsFlags::MS_BIND, None),
+fn on_ramfs() -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    nix::sys::statfs::statfs("/").is_ok_and(|s| s.filesystem_type().0 as i64 == RAMFS_MAGIC || s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+/// Opens `path` inside the new root without following links out of it or through magic links;
+/// None when it does not exist (the spec lists paths that not every kernel has).
+fn open_in_new_root(root: &OwnedFd, path: &str) -> Result<Option<OwnedFd>, Failure> {
+    match mounts::open_in_root(root, path, nix::fcntl::OFlag::O_PATH) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(fail(format!("resolving {path}: {e}"))),
     }
 }
 
-fn readonly(path: &str) -> Result<(), Failure> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(());
+fn mask(root: &OwnedFd, null: &OwnedFd, path: &str) -> Result<(), Failure> {
+    let Some(fd) = open_in_new_root(root, path)? else { return Ok(()) };
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| fail(format!("checking {path}: {e}")))?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        mnt(Some("tmpfs"), &fd_path(&fd), Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
+    } else {
+        mnt(Some(&fd_path(null)), &fd_path(&fd), None, MsFlags::MS_BIND, None)
     }
-    mnt(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    mnt(None, path, None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC, None)
+}
+
+fn readonly(root: &OwnedFd, path: &str) -> Result<(), Failure> {
+    let Some(fd) = open_in_new_root(root, path)? else { return Ok(()) };
+    let p = fd_path(&fd);
+    mnt(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    // The fd names what lies under the new bind mount: resolve again to remount the mount itself.
+    let Some(fd) = open_in_new_root(root, path)? else { return Ok(()) };
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC;
+    mnt(None, &fd_path(&fd), None, flags, None)
 }

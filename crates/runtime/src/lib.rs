@@ -1,31 +1,43 @@
 //! berth's OCI runtime: creates, starts, signals, execs into and deletes containers from an OCI
-//! bundle, and reports their state as the OCI runtime spec defines it.
+//! bundle (a directory with `config.json` and a root filesystem), and reports their state as the
+//! OCI runtime spec defines it. `berth runtime …` puts a runc-compatible command line over it.
 //!
-//! Process model (for speed, no re-exec): the caller's process is cloned once with every namespace
-//! flag; the clone sets up the root filesystem and the process, blocks on the `exec.fifo` until
-//! `start`, and execve's the user's command. The init is a direct child of the caller. The caller
-//! must be single-threaded (the shim, or `berth runtime`): never call this from a tokio process.
+//! Process model (for speed, no re-exec of any binary, no threads): the caller's process is cloned
+//! once, with every namespace flag in the clone itself (clone3 with CLONE_INTO_CGROUP on pure
+//! cgroup v2 hosts); the clone sets up the root filesystem and the process, blocks on `exec.fifo`
+//! until `start`, and execve's the user's command. The init is a direct child of the caller, so
+//! the caller can waitpid it. **The caller must be single-threaded** (the shim, or `berth
+//! runtime`): cloning a multi-threaded process (a tokio runtime) can deadlock the child on a lock
+//! another thread held.
 //!
-//! Owns the state directory (`<root>/<id>/state.json`, `exec.fifo`). Uses the `cgroups` and
-//! `seccomp` crates; knows nothing of images, logs or the engine.
+//! Owns the state directory (`<root>/<id>/state.json`, `exec.fifo`) and everything between clone
+//! and execve. Uses the `cgroups` and `seccomp` crates for those two kernel interfaces; knows
+//! nothing of images, logs, networks or the engine.
+//!
+//! Layout: `create` (parent side of create), `init` (the child: filesystem), `mounts` (in-root
+//! path resolution, options), `process` (identity, caps, stdio, execve — shared with exec),
+//! `exec`, `state` (state.json), `report` (child → parent messages), `config` (config.json).
 
 mod config;
+mod create;
 mod exec;
 mod init;
 mod mounts;
 mod process;
 mod report;
+mod state;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use nix::errno::Errno;
 
 pub use config::Config;
 /// The OCI process type `exec` takes.
 pub use oci_spec::runtime::Process as OciProcess;
+use state::{StateFile, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,9 +51,9 @@ pub enum Error {
     InvalidSpec(String),
     #[error("{0} are not supported by berth's runtime yet")]
     Unsupported(String),
-    /// The command could not be executed (ENOENT → exit 127, EACCES → 126 for callers).
-    #[error("{message}")]
-    Exec { message: String, errno: i32 },
+    /// The command could not be executed; callers map ENOENT to exit 127, anything else to 126.
+    #[error("{}", exec_message(path, *source))]
+    Exec { path: String, source: Errno },
     #[error("container {id} is {status}: {action}")]
     State { id: String, status: &'static str, action: &'static str },
     #[error("creating container {id}: {message}")]
@@ -58,14 +70,26 @@ pub enum Error {
     },
 }
 
+/// Docker's (and runc's) wording, which users and scripts match on.
+fn exec_message(path: &str, errno: Errno) -> String {
+    match errno {
+        Errno::ENOENT if !path.contains('/') => format!("exec: \"{path}\": executable file not found in $PATH"),
+        Errno::ENOENT => format!("exec: \"{path}\": stat {path}: no such file or directory"),
+        Errno::EACCES => format!("exec: \"{path}\": permission denied"),
+        other => format!("exec: \"{path}\": {}", other.desc().to_lowercase()),
+    }
+}
+
 impl Error {
     fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
-    /// The exit status Docker reports for a process that failed to start.
+
+    /// The exit status Docker reports for a process that failed to start: 127 for a missing
+    /// command, 126 for one that cannot be run, 125 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Exec { errno, .. } => process::exec_exit_code(*errno),
+            Error::Exec { source, .. } => process::exec_exit_code(*source as i32),
             _ => 125,
         }
     }
@@ -74,8 +98,19 @@ impl Error {
 /// Docker's default capability set (0xa80425fb).
 pub mod caps {
     pub const DOCKER_DEFAULT: &[&str] = &[
-        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-        "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_SYS_CHROOT",
+        "CAP_MKNOD",
+        "CAP_AUDIT_WRITE",
         "CAP_SETFCAP",
     ];
 
@@ -84,75 +119,54 @@ pub mod caps {
     }
 }
 
+/// Docker's masked paths (linux.maskedPaths): files get /dev/null bound over them, directories an
+/// empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths (linux.readonlyPaths).
+pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
 /// Where the container's stdio comes from.
 pub enum Stdio {
+    /// The caller's own 0, 1, 2.
     Inherit,
     Fds { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
-    /// A pty slave: it becomes 0, 1, 2 and the controlling terminal.
+    /// A pty slave: it becomes 0, 1, 2 and the controlling terminal (and /dev/console).
     Console(OwnedFd),
 }
 
 pub struct CreateOptions {
     pub stdio: Stdio,
+    /// Written (atomically) with the init's host pid once it is ready.
     pub pid_file: Option<PathBuf>,
+    /// Where compiled seccomp filters are cached, keyed by the profile.
     pub seccomp_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Created {
+    /// The init's host pid; it is a child of the process that called `create`.
     pub pid: i32,
 }
 
-/// `state.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StateFile {
-    id: String,
-    pid: i32,
-    /// Start time of the pid (from /proc/<pid>/stat), to tell it from a reused pid.
-    start_time: u64,
-    bundle: PathBuf,
-    created: String,
-    cgroups_path: Option<String>,
-    seccomp_cache: Option<PathBuf>,
-}
-
+/// A state root (e.g. /run/berth/runtime) holding one directory per container.
 pub struct Runtime {
     root: PathBuf,
     /// Report pipes of containers created by this process, so `start` can return an execve failure.
     reports: Mutex<HashMap<String, OwnedFd>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Created,
-    Running,
-    Stopped,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-        }
-    }
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 1024 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) && id != "." && id != ".."
-}
-
-/// Field 22 of /proc/<pid>/stat, and whether the process is a zombie.
-fn proc_start(pid: i32) -> Option<(u64, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(19)?.parse().ok()?, fields.first() == Some(&"Z")))
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("creating a pipe", e.into()))
 }
 
 impl Runtime {
@@ -165,167 +179,50 @@ impl Runtime {
     }
 
     fn load(&self, id: &str) -> Result<StateFile, Error> {
-        if !valid_id(id) {
+        if !state::valid_id(id) {
             return Err(Error::InvalidId(id.to_string()));
         }
-        let data = std::fs::read(self.dir(id).join("state.json")).map_err(|_| Error::NotFound(id.to_string()))?;
-        serde_json::from_slice(&data).map_err(|e| Error::InvalidSpec(format!("state of {id}: {e}")))
+        StateFile::load(&self.dir(id), id)
     }
 
     fn status(&self, st: &StateFile) -> Status {
-        match proc_start(st.pid) {
-            Some((start, false)) if start == st.start_time => {
-                if self.dir(&st.id).join("exec.fifo").exists() {
-                    Status::Created
-                } else {
-                    Status::Running
-                }
-            }
-            _ => Status::Stopped,
-        }
+        st.status(&self.dir(&st.id))
     }
 
-    /// Sets up the container and leaves its init waiting for `start`.
+    fn take_report(&self, id: &str) -> Option<OwnedFd> {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
+    }
+
+    /// Sets up the container from the bundle's config.json and leaves its init waiting for
+    /// `start`. The init is a direct child of the calling process, which must be single-threaded.
     pub fn create(&self, id: &str, bundle: &Path, opts: CreateOptions) -> Result<Created, Error> {
-        if !valid_id(id) {
+        if !state::valid_id(id) {
             return Err(Error::InvalidId(id.to_string()));
         }
         let bundle = std::fs::canonicalize(bundle).map_err(|e| Error::io(format!("bundle {}", bundle.display()), e))?;
-        let cfg = Config::load(&bundle)?;
         let dir = self.dir(id);
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
         if let Err(e) = std::fs::create_dir(&dir) {
-            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists { Error::Exists(id.to_string()) } else { Error::io(format!("creating {}", dir.display()), e) });
-        }
-        let result = self.create_in(id, &bundle, &dir, &cfg, opts);
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        result
-    }
-
-    fn create_in(&self, id: &str, bundle: &Path, dir: &Path, cfg: &Config, opts: CreateOptions) -> Result<Created, Error> {
-        let setup = |message: String| Error::Setup { id: id.to_string(), message };
-        let rootfs = if Path::new(&cfg.root.path).is_absolute() { PathBuf::from(&cfg.root.path) } else { bundle.join(&cfg.root.path) };
-        let root_fd = nix::fcntl::open(&rootfs, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| setup(format!("rootfs {}: {e}", rootfs.display())))?;
-        let cmd = cfg.process.args.first().ok_or_else(|| Error::InvalidSpec("process.args is empty".into()))?;
-        let exe = mounts::lookup(&root_fd, cmd, cfg.process.path_env(), &cfg.process.cwd)
-            .map_err(|(errno, message)| Error::Exec { message, errno: errno as i32 })?;
-
-        let mut flags = 0;
-        let mut join = Vec::new();
-        let mut new_net = false;
-        for ns in &cfg.linux.namespaces {
-            let flag = config::namespace_flag(&ns.typ)?;
-            match &ns.path {
-                Some(p) if flag == libc::CLONE_NEWPID => return Err(Error::Unsupported(format!("joining a pid namespace ({p})"))),
-                Some(p) => join.push(std::fs::File::open(p).map_err(|e| Error::io(format!("namespace {p}"), e))?.into()),
-                None => {
-                    flags |= flag;
-                    new_net |= flag == libc::CLONE_NEWNET;
-                }
-            }
-        }
-        let cgroup = match &cfg.linux.cgroups_path {
-            Some(p) => {
-                let cg = cgroups::Cgroup::open(p)?;
-                cg.create()?;
-                if let Some(r) = &cfg.linux.resources {
-                    cg.apply(r)?;
-                }
-                Some(cg)
-            }
-            None => None,
-        };
-        let seccomp = match (&cfg.linux.seccomp, &opts.seccomp_cache) {
-            (Some(p), Some(cache)) => Some(seccomp::compile_cached(p, cache)?),
-            (Some(p), None) => Some(seccomp::compile(p)?),
-            (None, _) => None,
-        };
-        let fifo = dir.join("exec.fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| Error::io("creating exec.fifo", e.into()))?;
-        let (report_r, report_w) = pipe()?;
-        let (go_r, go_w) = pipe()?;
-        let (stdio, console_path) = match &opts.stdio {
-            Stdio::Inherit => (process::ChildStdio::Inherit, None),
-            Stdio::Fds { stdin, stdout, stderr } => (process::ChildStdio::Fds([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]), None),
-            Stdio::Console(slave) => (
-                process::ChildStdio::Console(slave.as_raw_fd()),
-                std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok().map(|p| p.display().to_string()),
-            ),
-        };
-        // SAFETY: a fork-like clone (no new stack) of a single-threaded process; the child only runs
-        // `init::run`, which never returns.
-        let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
-        if pid < 0 {
-            let _ = cgroup.as_ref().map(|c| c.destroy());
-            return Err(setup(format!("clone: {}", std::io::Error::last_os_error())));
-        }
-        if pid == 0 {
-            drop(report_r);
-            drop(go_w);
-            init::run(init::InitPlan {
-                config: cfg,
-                rootfs: &rootfs,
-                exe,
-                stdio,
-                report: report_w.as_raw_fd(),
-                go: go_r.as_raw_fd(),
-                fifo: &fifo,
-                seccomp: seccomp.as_ref(),
-                join,
-                new_net,
-                cgroup: cgroup.as_ref(),
-                console_path,
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Exists(id.to_string())
+            } else {
+                Error::io(format!("creating {}", dir.display()), e)
             });
         }
-        let pid = pid as i32;
-        drop(report_w);
-        drop(go_r);
-        let placed = cgroup.as_ref().map(|c| c.add_process(pid)).transpose();
-        let abort = |msg: String| {
-            // SAFETY: killing and reaping the child we just cloned.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+        match create::create(id, &bundle, &dir, &opts) {
+            Ok((created, report)) => {
+                self.reports.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), report);
+                Ok(created)
             }
-            let _ = cgroup.as_ref().map(|c| c.destroy());
-            setup(msg)
-        };
-        if let Err(e) = placed {
-            return Err(abort(e.to_string()));
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
         }
-        // SAFETY: one byte to the child's go pipe.
-        unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
-        drop(go_w);
-        match report::recv(report_r.as_raw_fd()) {
-            Some((report::READY, _)) => {}
-            Some((_, msg)) => return Err(abort(String::from_utf8_lossy(&msg).into_owned())),
-            None => return Err(abort("the container init exited during setup".into())),
-        }
-        let start_time = proc_start(pid).map(|s| s.0).unwrap_or(0);
-        let state = StateFile {
-            id: id.to_string(),
-            pid,
-            start_time,
-            bundle: bundle.to_path_buf(),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            cgroups_path: cfg.linux.cgroups_path.clone(),
-            seccomp_cache: opts.seccomp_cache.clone(),
-        };
-        let data = serde_json::to_vec(&state).map_err(|e| setup(e.to_string()))?;
-        let tmp = dir.join("state.json.tmp");
-        std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, dir.join("state.json"))).map_err(|e| Error::io("writing state.json", e))?;
-        if let Some(pf) = &opts.pid_file {
-            std::fs::write(pf, pid.to_string()).map_err(|e| Error::io(format!("writing {}", pf.display()), e))?;
-        }
-        self.reports.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), report_r);
-        Ok(Created { pid })
     }
 
-    /// Releases the init to execve. In the process that created the container an execve failure
-    /// comes back as `Error::Exec`.
+    /// Releases the init to execve process.args. Called in the process that created the
+    /// container, an execve failure comes back as `Error::Exec`.
     pub fn start(&self, id: &str) -> Result<(), Error> {
         let st = self.load(id)?;
         let status = self.status(&st);
@@ -333,73 +230,72 @@ impl Runtime {
             return Err(Error::State { id: id.to_string(), status: status.as_str(), action: "only a created container can be started" });
         }
         let fifo = self.dir(id).join("exec.fifo");
-        let report = self.reports.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let report = self.take_report(id);
         // Non-blocking open: a blocking one would hang for ever if the init died before opening its end.
         let f = nix::fcntl::open(&fifo, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
             .map_err(|e| Error::io("opening exec.fifo", e.into()))?;
-        let failed = |msg: Vec<u8>| {
-            let message = String::from_utf8_lossy(&msg).into_owned();
-            let errno = if message.contains("no such file") || message.contains("not found") { libc::ENOENT } else { libc::EACCES };
-            Error::Exec { message, errno }
-        };
+        let released = self.release(&st, &f, report.as_ref());
+        let _ = std::fs::remove_file(&fifo);
+        released?;
+        // Past the fifo the report pipe carries nothing but an execve failure, and closes on success.
+        match report.and_then(|r| report::recv(r.as_raw_fd())) {
+            Some((report::EXEC, payload)) => Err(report::decode_exec(&payload)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until the init has written its byte into the fifo (it is past its last check and
+    /// about to execve), or has failed or died.
+    fn release(&self, st: &StateFile, fifo: &OwnedFd, report: Option<&OwnedFd>) -> Result<(), Error> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         loop {
-            let mut fds = vec![nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN)];
-            if let Some(r) = &report {
-                fds.push(nix::poll::PollFd::new(r.as_fd(), nix::poll::PollFlags::POLLIN));
+            let mut fds = vec![PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+            if let Some(r) = report {
+                fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
             }
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
-            let fifo_ready = fds[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN));
+            let _ = poll(&mut fds, PollTimeout::from(50u16));
+            let fifo_ready = fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
             let report_ready = fds.get(1).and_then(|p| p.revents()).is_some_and(|r| !r.is_empty());
             drop(fds);
             if fifo_ready {
                 let mut b = [0u8; 1];
-                if nix::unistd::read(&f, &mut b).unwrap_or(0) == 1 {
-                    break;
+                if nix::unistd::read(fifo, &mut b).unwrap_or(0) == 1 {
+                    return Ok(());
                 }
             }
             if report_ready {
-                if let Some(r) = &report {
-                    if let Some((report::ERROR, msg)) = report::recv(r.as_raw_fd()) {
-                        let _ = std::fs::remove_file(&fifo);
-                        return Err(failed(msg));
-                    }
+                if let Some((report::EXEC, payload)) = report.and_then(|r| report::recv(r.as_raw_fd())) {
+                    return Err(report::decode_exec(&payload));
                 }
             }
-            if self.status(&st) == Status::Stopped {
-                let _ = std::fs::remove_file(&fifo);
-                return Err(Error::State { id: id.to_string(), status: "stopped", action: "its init exited before start" });
+            if self.status(st) == Status::Stopped {
+                return Err(Error::State { id: st.id.clone(), status: "stopped", action: "its init exited before start" });
             }
         }
-        let _ = std::fs::remove_file(&fifo);
-        // After the fifo, the only thing the report pipe can still carry is an execve failure.
-        if let Some(r) = report {
-            if let Some((report::ERROR, msg)) = report::recv(r.as_raw_fd()) {
-                return Err(failed(msg));
-            }
-        }
-        Ok(())
     }
 
-    /// The OCI state.
+    /// The OCI state: creating, created, running or stopped.
     pub fn state(&self, id: &str) -> Result<oci_spec::runtime::State, Error> {
-        let st = self.load(id)?;
-        let status = self.status(&st);
-        let v = serde_json::json!({
-            "ociVersion": "1.2.0",
-            "id": st.id,
-            "status": status.as_str(),
-            "pid": if status == Status::Stopped { 0 } else { st.pid },
-            "bundle": st.bundle,
-            "annotations": {},
-        });
-        serde_json::from_value(v).map_err(|e| Error::InvalidSpec(e.to_string()))
+        match self.load(id) {
+            Ok(st) => st.to_oci(self.status(&st)),
+            // The directory comes first, state.json last: in between the container is being created.
+            Err(Error::NotFound(_)) if self.dir(id).join("exec.fifo").exists() => state::creating(id),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn list(&self) -> Result<Vec<oci_spec::runtime::State>, Error> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return Ok(Vec::new()) };
-        Ok(entries.flatten().filter_map(|e| self.state(&e.file_name().to_string_lossy()).ok()).collect())
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("listing {}", self.root.display()), e)),
+        };
+        let mut out: Vec<_> = entries.flatten().filter_map(|e| self.state(&e.file_name().to_string_lossy()).ok()).collect();
+        out.sort_by(|a, b| a.id().cmp(b.id()));
+        Ok(out)
     }
 
+    /// Signals the init, or with `all` every process in the container's cgroup.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), Error> {
         let st = self.load(id)?;
         if self.status(&st) == Status::Stopped {
@@ -410,15 +306,23 @@ impl Runtime {
                 return Ok(cgroups::Cgroup::open(p)?.kill_all(signal)?);
             }
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), nix::sys::signal::Signal::try_from(signal).map_err(|_| Error::InvalidSpec(format!("invalid signal {signal}")))?)
-            .map_err(|e| Error::io(format!("signalling container {id}"), e.into()))
+        // SAFETY: kill(2) on a pid whose start time we just checked.
+        if unsafe { libc::kill(st.pid, signal) } < 0 {
+            return Err(Error::io(format!("signalling container {id} with {signal}"), std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
-    /// Removes the container's state and cgroup; a live container only with `force` (SIGKILL first).
+    /// Removes the container's cgroup and state. A live container only with `force`, which kills
+    /// every process in it first.
     pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
         let st = match self.load(id) {
             Ok(st) => st,
-            Err(Error::NotFound(_)) if force => return Ok(()),
+            Err(Error::NotFound(_)) if force => {
+                // A create that crashed half-way leaves a directory without state.json.
+                let _ = std::fs::remove_dir_all(self.dir(id));
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let status = self.status(&st);
@@ -426,46 +330,92 @@ impl Runtime {
             if !force {
                 return Err(Error::State { id: id.to_string(), status: status.as_str(), action: "stop it first or delete with --force" });
             }
-            match &st.cgroups_path {
-                Some(p) => cgroups::Cgroup::open(p)?.kill_all(libc::SIGKILL)?,
-                None => {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-            for _ in 0..500 {
-                if self.status(&st) == Status::Stopped {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
+            self.kill_and_wait(&st)?;
         }
         if let Some(p) = &st.cgroups_path {
             let cg = cgroups::Cgroup::open(p)?;
-            // Leftover processes (a container that forked away from its init) go with it.
+            // Processes that outlived the init (it forked and exited) go with the container.
             if !cg.pids()?.is_empty() {
-                let _ = cg.kill_all(libc::SIGKILL);
+                cg.kill_all(libc::SIGKILL)?;
             }
             cg.destroy()?;
         }
-        self.reports.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        std::fs::remove_dir_all(self.dir(id)).map_err(|e| Error::io(format!("removing state of {id}"), e))
+        self.take_report(id);
+        std::fs::remove_dir_all(self.dir(id)).map_err(|e| Error::io(format!("removing the state of container {id}"), e))
     }
 
-    /// Runs `process` inside a running container; the new process is a child of the caller.
+    fn kill_and_wait(&self, st: &StateFile) -> Result<(), Error> {
+        match &st.cgroups_path {
+            Some(p) => cgroups::Cgroup::open(p)?.kill_all(libc::SIGKILL)?,
+            // SAFETY: kill(2) on the pid whose start time `status` just checked.
+            None => unsafe {
+                libc::kill(st.pid, libc::SIGKILL);
+            },
+        }
+        // The init dies within milliseconds; it stays a zombie until its parent reaps it, and a
+        // zombie counts as stopped.
+        for _ in 0..1000 {
+            if self.status(st) == Status::Stopped {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Err(Error::State { id: st.id.clone(), status: "running", action: "it did not die on SIGKILL" })
+    }
+
+    /// Runs `process` inside the running container: joins its namespaces and cgroup, applies the
+    /// process's capabilities, user, env, cwd, rlimits, no_new_privs and the container's seccomp
+    /// filter. The new process is a child of the caller (which must be single-threaded); returns
+    /// its host pid. A command that cannot be run exits 127 (not found) or 126 with Docker's
+    /// message on its stderr.
     pub fn exec(&self, id: &str, process: &oci_spec::runtime::Process, stdio: Stdio) -> Result<i32, Error> {
         let st = self.load(id)?;
-        if self.status(&st) != Status::Running {
-            return Err(Error::State { id: id.to_string(), status: self.status(&st).as_str(), action: "exec needs a running container" });
+        let status = self.status(&st);
+        if status != Status::Running {
+            return Err(Error::State { id: id.to_string(), status: status.as_str(), action: "exec needs a running container" });
         }
         let cfg = Config::load(&st.bundle)?;
         let process = config::Process::from_oci(process)?;
-        let seccomp = match (&cfg.linux.seccomp, &st.seccomp_cache) {
-            (Some(p), Some(cache)) => Some(seccomp::compile_cached(p, cache)?),
-            (Some(p), None) => Some(seccomp::compile(p)?),
-            (None, _) => None,
-        };
+        let seccomp = create::seccomp_filter(&cfg, st.seccomp_cache.as_deref())?;
         let cgroup = st.cgroups_path.as_deref().map(cgroups::Cgroup::open).transpose()?;
         exec::run(st.pid, &cfg, &process, seccomp.as_ref(), cgroup.as_ref(), &stdio)
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_errors_read_like_docker_and_map_to_its_exit_codes() {
+        let missing = Error::Exec { path: "foo".into(), source: Errno::ENOENT };
+        assert_eq!(missing.to_string(), "exec: \"foo\": executable file not found in $PATH");
+        assert_eq!(missing.exit_code(), 127);
+        let denied = Error::Exec { path: "/etc/passwd".into(), source: Errno::EACCES };
+        assert_eq!(denied.to_string(), "exec: \"/etc/passwd\": permission denied");
+        assert_eq!(denied.exit_code(), 126);
+        assert_eq!(Error::NotFound("x".into()).exit_code(), 125);
+    }
+
+    #[test]
+    fn the_default_capabilities_are_dockers_mask() {
+        let mask = caps::docker_default()
+            .iter()
+            .map(|n| n.parse::<::caps::Capability>().expect("known capability").bitmask())
+            .fold(0u64, |a, b| a | b);
+        assert_eq!(mask, 0xa80425fb);
+    }
+
+    #[test]
+    fn operations_on_an_unknown_container_say_not_found() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let rt = Runtime::new(dir.path());
+        assert!(matches!(rt.state("nope"), Err(Error::NotFound(_))));
+        assert!(matches!(rt.start("nope"), Err(Error::NotFound(_))));
+        assert!(matches!(rt.kill("nope", 15, false), Err(Error::NotFound(_))));
+        assert!(matches!(rt.delete("nope", false), Err(Error::NotFound(_))));
+        assert!(rt.delete("nope", true).is_ok(), "force delete of nothing succeeds");
+        assert!(matches!(rt.state("../etc"), Err(Error::InvalidId(_))));
+        assert!(rt.list().expect("list").is_empty());
+    }
+}

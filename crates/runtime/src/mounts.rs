@@ -50,7 +50,7 @@ fn relative(dest: &str) -> PathBuf {
     }).collect()
 }
 
-fn open_in_root(root: &OwnedFd, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+fn open_rel(root: &OwnedFd, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -58,39 +58,76 @@ fn open_in_root(root: &OwnedFd, rel: &Path, flags: OFlag) -> Result<OwnedFd, Err
     openat2(root, p, how)
 }
 
+/// Opens `path` (absolute or not, always taken inside `root`) with openat2: symlinks resolve as if
+/// `root` were `/`, magic links are refused.
+pub fn open_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
+    open_rel(root, &relative(path), flags)
+}
+
+/// `a/b/../c` → `a/c`, never above the root: symlink targets taken lexically, as the kernel
+/// would in-root (close enough for creating directories; the result is opened in-root anyway).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// mkdir -p of `rel` inside `root`. A dangling symlink on the way is followed in-root (its target
+/// made under the rootfs), as a container image that links /var/run to /run expects.
+fn mkdir_all(root: &OwnedFd, rel: &Path, depth: u8) -> Result<OwnedFd, String> {
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    if let Ok(fd) = open_rel(root, rel, dir_flags) {
+        return Ok(fd);
+    }
+    if depth > 32 {
+        return Err(format!("creating {}: too many levels of symbolic links", rel.display()));
+    }
+    let Some(name) = rel.file_name() else { return open_rel(root, rel, dir_flags).map_err(|e| format!("opening the rootfs: {e}")) };
+    let parent_rel = rel.parent().unwrap_or(Path::new(""));
+    let parent = mkdir_all(root, parent_rel, depth)?;
+    match nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("creating {}: {e}", rel.display())),
+    }
+    match open_rel(root, rel, dir_flags) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ENOENT) => {
+            let link = nix::fcntl::readlinkat(&parent, name).map_err(|e| format!("creating {}: {e}", rel.display()))?;
+            let link = Path::new(&link);
+            let to = if link.is_absolute() { relative(&link.to_string_lossy()) } else { normalize(&parent_rel.join(link)) };
+            mkdir_all(root, &to, depth + 1)?;
+            open_rel(root, rel, dir_flags).map_err(|e| format!("opening {}: {e}", rel.display()))
+        }
+        Err(e) => Err(format!("opening {}: {e}", rel.display())),
+    }
+}
+
 /// Opens (creating where missing) the mount target `dest` inside `root`: a directory, or an empty
 /// file when the source is a file. Returns an O_PATH fd to mount onto via /proc/self/fd.
 pub fn target(root: &OwnedFd, dest: &str, file: bool) -> Result<OwnedFd, String> {
     let rel = relative(dest);
-    if let Ok(fd) = open_in_root(root, &rel, OFlag::O_PATH) {
+    if let Ok(fd) = open_rel(root, &rel, OFlag::O_PATH) {
         return Ok(fd);
     }
-    let parent = rel.parent().unwrap_or(Path::new(""));
-    let mut cur = PathBuf::new();
-    let mut dir = open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|e| format!("opening the rootfs: {e}"))?;
-    for comp in parent.components() {
-        cur.push(comp);
-        dir = match open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(d) => d,
-            Err(Errno::ENOENT) => {
-                nix::sys::stat::mkdirat(&dir, comp.as_os_str(), Mode::from_bits_truncate(0o755))
-                    .map_err(|e| format!("creating {}: {e}", cur.display()))?;
-                open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|e| format!("opening {}: {e}", cur.display()))?
-            }
-            Err(e) => return Err(format!("resolving {} in the rootfs: {e}", cur.display())),
-        };
+    if !file {
+        return mkdir_all(root, &rel, 0);
     }
     let name = rel.file_name().ok_or_else(|| format!("mount destination {dest:?} is the root"))?;
-    let made = if file {
-        nix::fcntl::openat(&dir, name, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644)).map(drop)
-    } else {
-        nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(0o755))
-    };
-    match made {
-        Ok(()) | Err(Errno::EEXIST) => {}
+    let dir = mkdir_all(root, rel.parent().unwrap_or(Path::new("")), 0)?;
+    // The fd is O_PATH: reopen the directory itself to create in it.
+    match nix::fcntl::openat(&dir, name, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644)) {
+        Ok(_) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(format!("creating mount point {dest}: {e}")),
     }
-    open_in_root(root, &rel, OFlag::O_PATH).map_err(|e| format!("opening mount point {dest}: {e}"))
+    open_rel(root, &rel, OFlag::O_PATH).map_err(|e| format!("opening mount point {dest}: {e}"))
 }
 
 /// The magic-link path that names `fd` for mount(2).
@@ -101,7 +138,7 @@ pub fn fd_path(fd: &OwnedFd) -> String {
 /// Whether `dest` exists inside `root` and is an executable regular file (the PATH lookup of the
 /// container's command, done on the host side before the clone).
 pub fn executable_in_root(root: &OwnedFd, path: &str) -> Result<(), Errno> {
-    let fd = open_in_root(root, &relative(path), OFlag::O_PATH)?;
+    let fd = open_rel(root, &relative(path), OFlag::O_PATH)?;
     let st = nix::sys::stat::fstat(&fd)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Errno::EACCES);
@@ -112,35 +149,25 @@ pub fn executable_in_root(root: &OwnedFd, path: &str) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Docker's lookup: a name with a slash is used as is; otherwise the first match in PATH.
+/// Docker's lookup: a name with a slash is used as is (relative to the working directory);
+/// otherwise the first executable match in PATH. The error carries the errno and the path to name.
 pub fn lookup(root: &OwnedFd, cmd: &str, path_env: &str, cwd: &str) -> Result<String, (Errno, String)> {
     if cmd.contains('/') {
         let full = if cmd.starts_with('/') { cmd.to_string() } else { format!("{}/{}", cwd.trim_end_matches('/'), cmd) };
-        return match executable_in_root(root, &full) {
-            Ok(()) => Ok(cmd.to_string()),
-            Err(e) => Err((e, format!("exec: \"{cmd}\": {}", describe(e)))),
-        };
+        return executable_in_root(root, &full).map(|()| cmd.to_string()).map_err(|e| (e, cmd.to_string()));
     }
     let mut denied = None;
     for dir in path_env.split(':').filter(|d| !d.is_empty()) {
         let candidate = format!("{}/{cmd}", dir.trim_end_matches('/'));
         match executable_in_root(root, &candidate) {
             Ok(()) => return Ok(candidate),
-            Err(Errno::EACCES) => denied = Some(candidate),
+            Err(Errno::EACCES) => denied = denied.or(Some(candidate)),
             Err(_) => {}
         }
     }
     match denied {
-        Some(p) => Err((Errno::EACCES, format!("exec: \"{p}\": permission denied"))),
-        None => Err((Errno::ENOENT, format!("exec: \"{cmd}\": executable file not found in $PATH"))),
-    }
-}
-
-fn describe(e: Errno) -> &'static str {
-    match e {
-        Errno::ENOENT => "stat: no such file or directory",
-        Errno::EACCES => "permission denied",
-        _ => "cannot execute",
+        Some(p) => Err((Errno::EACCES, p)),
+        None => Err((Errno::ENOENT, cmd.to_string())),
     }
 }
 
@@ -155,6 +182,39 @@ mod tests {
         assert!(f.contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC));
         assert_eq!(p, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
         assert_eq!(d, "mode=755,size=64k");
+    }
+
+    fn rootfs() -> (tempfile::TempDir, OwnedFd) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let fd = nix::fcntl::open(dir.path(), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).expect("open");
+        (dir, fd)
+    }
+
+    #[test]
+    fn lookup_finds_the_first_executable_in_path_inside_the_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, root) = rootfs();
+        std::fs::create_dir_all(dir.path().join("usr/bin")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("bin")).expect("mkdir");
+        std::fs::write(dir.path().join("usr/bin/tool"), "").expect("write");
+        std::fs::write(dir.path().join("bin/tool"), "").expect("write");
+        std::fs::set_permissions(dir.path().join("bin/tool"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(lookup(&root, "tool", "/usr/bin:/bin", "/"), Ok("/bin/tool".to_string()), "the non-executable one is skipped");
+        assert_eq!(lookup(&root, "nope", "/usr/bin:/bin", "/"), Err((Errno::ENOENT, "nope".to_string())));
+        assert_eq!(lookup(&root, "/usr/bin/tool", "", "/"), Err((Errno::EACCES, "/usr/bin/tool".to_string())));
+        assert_eq!(lookup(&root, "./tool", "", "/bin"), Ok("./tool".to_string()));
+    }
+
+    #[test]
+    fn a_link_pointing_out_of_the_root_resolves_inside_it() {
+        let (dir, root) = rootfs();
+        let outside = tempfile::tempdir().expect("outside");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("mnt")).expect("symlink");
+        let fd = target(&root, "/mnt/sub", false).expect("target");
+        // The directory was made under the rootfs, at the link's target path taken inside it.
+        let made = std::fs::read_link(fd_path(&fd)).expect("readlink");
+        assert!(made.starts_with(dir.path()), "{}", made.display());
+        assert!(std::fs::read_dir(outside.path()).expect("ls").next().is_none(), "nothing created outside");
     }
 
     #[test]

@@ -5,6 +5,20 @@ use std::os::fd::RawFd;
 pub const READY: u8 = b'R';
 pub const ERROR: u8 = b'E';
 pub const PID: u8 = b'P';
+/// execve failed: `[errno i32 le][path]`.
+pub const EXEC: u8 = b'X';
+
+pub fn send_exec(fd: RawFd, errno: i32, path: &str) {
+    let mut payload = errno.to_le_bytes().to_vec();
+    payload.extend_from_slice(path.as_bytes());
+    send(fd, EXEC, &payload);
+}
+
+pub fn decode_exec(payload: &[u8]) -> crate::Error {
+    let errno = payload.get(..4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(libc::EINVAL);
+    let path = payload.get(4..).map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+    crate::Error::Exec { path, source: nix::errno::Errno::from_raw(errno) }
+}
 
 pub fn send(fd: RawFd, kind: u8, payload: &[u8]) {
     let mut msg = Vec::with_capacity(5 + payload.len());
@@ -43,4 +57,25 @@ pub fn recv(fd: RawFd) -> Option<(u8, Vec<u8>)> {
         return None;
     }
     Some((head[0], payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_a_pipe_in_order_and_end_with_it() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        use std::os::fd::AsRawFd;
+        send(w.as_raw_fd(), READY, b"");
+        send_exec(w.as_raw_fd(), libc::ENOENT, "/bin/x");
+        drop(w);
+        assert_eq!(recv(r.as_raw_fd()), Some((READY, Vec::new())));
+        let (kind, payload) = recv(r.as_raw_fd()).expect("exec message");
+        assert_eq!(kind, EXEC);
+        let err = decode_exec(&payload);
+        assert_eq!(err.exit_code(), 127);
+        assert!(err.to_string().contains("/bin/x"), "{err}");
+        assert_eq!(recv(r.as_raw_fd()), None);
+    }
 }
