@@ -1,183 +1,180 @@
-//! The shim process: detaches, creates and starts the container through the runtime, reports, then
-//! runs a single-threaded poll loop (container output → log, control socket, SIGCHLD) until the
-//! container exits; then it records the exit and leaves.
+//! The daemon: creates and starts the container through the runtime, reports, then runs a
+//! single-threaded poll loop (container output → log, control socket, SIGCHLD) until the container
+//! has exited and its output is drained; then it records the exit and leaves.
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::log::{LogWriter, STDERR, STDOUT};
-use crate::protocol::{recv_line, send_line, ExitStatus, Request};
+use crate::client::ShimConfig;
+use crate::daemon::{ChildDefaults, ChildSignals, Reporter};
+use crate::log::LogWriter;
+use crate::protocol::{self, Empty, ErrorReply, ExecExited, ExecStarted, ExitStatus, Report, Request, StateReply};
+use crate::stdio::ContainerIo;
 
-/// The shim's flags are exactly what the engine's `ShimConfig` says.
-pub type Args = crate::client::ShimConfig;
+/// How long output may keep flowing after the init exited (a leftover process can hold the pipe).
+const DRAIN_GRACE: Duration = Duration::from_millis(1000);
+/// How long a connection may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long exec processes get to be reaped once the container is deleted.
+const EXEC_REAP_GRACE: Duration = Duration::from_millis(1000);
 
-pub fn parse_args(args: &[OsString]) -> Result<Args, String> {
-    let mut a = Args { id: String::new(), bundle: PathBuf::new(), runtime_root: PathBuf::new(), state_dir: PathBuf::new(), log: PathBuf::new(), tty: false, stdin: false, seccomp_cache: None };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()));
-        match flag.to_str() {
-            Some("--id") => a.id = value()?.to_string_lossy().into_owned(),
-            Some("--bundle") => a.bundle = value()?.into(),
-            Some("--runtime-root") => a.runtime_root = value()?.into(),
-            Some("--state-dir") => a.state_dir = value()?.into(),
-            Some("--log") => a.log = value()?.into(),
-            Some("--seccomp-cache") => a.seccomp_cache = Some(value()?.into()),
-            Some("--tty") => a.tty = true,
-            Some("--stdin") => a.stdin = true,
-            _ => return Err(format!("unknown shim flag {}", flag.to_string_lossy())),
+/// A failure before the report, with Docker's exit code for it.
+struct StartError {
+    message: String,
+    exit_code: i32,
+}
+
+impl StartError {
+    fn internal(message: String) -> Self {
+        StartError { message, exit_code: 125 }
+    }
+}
+
+/// Runs the daemon; returns the process exit code.
+pub fn run(mut cfg: ShimConfig, reporter: Reporter) -> i32 {
+    // Absolute paths first: the monitor moves to / so it keeps no directory busy.
+    for p in [&mut cfg.bundle, &mut cfg.runtime_root, &mut cfg.state_dir, &mut cfg.log] {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
         }
     }
-    if a.id.is_empty() || a.state_dir.as_os_str().is_empty() || a.bundle.as_os_str().is_empty() {
-        return Err("usage: berth shim --id ID --bundle DIR --runtime-root DIR --state-dir DIR --log FILE [--tty] [--stdin]".into());
+    if let Err(e) = crate::daemon::become_monitor(&cfg.state_dir) {
+        reporter.send(&Report::Failed { error: format!("setting up the shim in {}: {e}", cfg.state_dir.display()), exit_code: 125 });
+        return 1;
     }
-    Ok(a)
-}
-
-fn report(line: serde_json::Value) {
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
-}
-
-/// The container's stdio as the shim holds it.
-struct Io {
-    /// stdout and stderr readers (a tty has just the master, as stdout).
-    outputs: Vec<(usize, File)>,
-    /// Write end of stdin or the pty master; handed out once (pty: duplicated each time).
-    stdin: Option<OwnedFd>,
-    master: Option<OwnedFd>,
-}
-
-fn make_stdio(a: &Args) -> std::io::Result<(Io, runtime::Stdio)> {
-    if a.tty {
-        let p = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-        for fd in [&p.master, &p.slave] {
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    match start(&cfg) {
+        Ok(mut shim) => {
+            tracing::info!(id = %cfg.id, pid = shim.init, "container started");
+            reporter.send(&Report::Started { pid: shim.init });
+            shim.serve();
+            shim.finish();
+            0
         }
-        let reader = File::from(p.master.try_clone()?);
-        let io = Io { outputs: vec![(STDOUT, reader)], stdin: None, master: Some(p.master) };
-        return Ok((io, runtime::Stdio::Console(p.slave)));
-    }
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (stdin_child, stdin_keep) = if a.stdin {
-        let (r, w) = pipe()?;
-        (r, Some(w))
-    } else {
-        (File::open("/dev/null")?.into(), None)
-    };
-    let io = Io { outputs: vec![(STDOUT, File::from(out_r)), (STDERR, File::from(err_r))], stdin: stdin_keep, master: None };
-    Ok((io, runtime::Stdio::Fds { stdin: stdin_child, stdout: out_w, stderr: err_w }))
-}
-
-/// `berth shim …`: returns the process exit code.
-pub fn run(a: Args) -> i32 {
-    // Detach: the first process exits at once (the engine reaps it); the second, in its own session,
-    // keeps the engine's stdout pipe only until it has reported.
-    // SAFETY: fork of this single-threaded process.
-    match unsafe { libc::fork() } {
-        -1 => {
-            report(serde_json::json!({"error": format!("shim fork: {}", std::io::Error::last_os_error()), "exit_code": 125}));
-            return 125;
-        }
-        0 => {}
-        _ => return 0,
-    }
-    // SAFETY: plain process-attribute calls.
-    unsafe {
-        libc::setsid();
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
-    let _ = std::fs::create_dir_all(&a.state_dir);
-    match serve(&a) {
-        Ok(()) => 0,
         Err(e) => {
-            // Before the report this goes to the engine; after it, to shim.log.
-            report(serde_json::json!({"error": e.0, "exit_code": e.1}));
+            tracing::error!(id = %cfg.id, "container did not start: {}", e.message);
+            reporter.send(&Report::Failed { error: e.message, exit_code: e.exit_code });
             1
         }
     }
 }
 
-fn redirect_own_stdio(a: &Args) {
-    let null = File::options().read(true).write(true).open("/dev/null");
-    let log = File::options().create(true).append(true).open(a.state_dir.join("shim.log"));
-    if let (Ok(null), Ok(log)) = (null, log) {
-        // SAFETY: dup2 onto our own stdio.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(log.as_raw_fd(), 2);
+fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
+    let (_dir, short) = protocol::socket_path(state_dir)?;
+    match std::fs::remove_file(state_dir.join(protocol::SOCKET)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // The socket is created 0600 (not chmod-ed afterwards, which would leave a window).
+    // SAFETY: umask only changes this process's file-creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(&short);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let listener = listener?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn start(cfg: &ShimConfig) -> Result<Shim, StartError> {
+    let defaults = ChildDefaults::protect_self();
+    let signals = ChildSignals::install().map_err(|e| StartError::internal(format!("installing the SIGCHLD handler: {e}")))?;
+    let log = File::options().create(true).append(true).open(&cfg.log).map_err(|e| StartError::internal(format!("opening the log {}: {e}", cfg.log.display())))?;
+    let (io, child_stdio) = crate::stdio::create(cfg.tty, cfg.stdin).map_err(|e| StartError::internal(format!("creating the container's stdio: {e}")))?;
+    let listener = bind(&cfg.state_dir).map_err(|e| StartError::internal(format!("binding {}: {e}", cfg.state_dir.join(protocol::SOCKET).display())))?;
+    let socket = cfg.state_dir.join(protocol::SOCKET);
+
+    let rt = runtime::Runtime::new(&cfg.runtime_root);
+    let opts = runtime::CreateOptions { stdio: child_stdio, pid_file: None, seccomp_cache: cfg.seccomp_cache.clone() };
+    let created = defaults.around(|| rt.create(&cfg.id, &cfg.bundle, opts));
+    let fail = |e: runtime::Error, created: bool| {
+        let err = StartError { message: e.to_string(), exit_code: e.exit_code() };
+        if created {
+            if let Err(d) = rt.delete(&cfg.id, true) {
+                tracing::warn!("deleting {} after the failed start: {d}", cfg.id);
+            }
+        }
+        reap_all();
+        let _ = std::fs::remove_file(&socket);
+        err
+    };
+    let pid = match created {
+        Ok(c) => match rt.start(&cfg.id) {
+            Ok(()) => c.pid,
+            Err(e) => return Err(fail(e, true)),
+        },
+        Err(e) => return Err(fail(e, false)),
+    };
+    Ok(Shim {
+        cfg: cfg.clone(),
+        rt,
+        defaults,
+        signals,
+        listener,
+        socket,
+        init: pid,
+        io,
+        log: LogWriter::new(log),
+        pending: Vec::new(),
+        waiters: Vec::new(),
+        execs: HashMap::new(),
+        exit: None,
+    })
+}
+
+/// Reaps whatever has exited, ignoring it (used when there is no container to account for).
+fn reap_all() {
+    while let Ok(s) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
         }
     }
 }
 
-fn serve(a: &Args) -> Result<(), (String, i32)> {
-    let internal = |e: String| (e, 125);
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    mask.thread_block().map_err(|e| internal(format!("blocking SIGCHLD: {e}")))?;
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| internal(format!("signalfd: {e}")))?;
-    let (mut io, child_stdio) = make_stdio(a).map_err(|e| internal(format!("container stdio: {e}")))?;
-    let socket = a.state_dir.join("shim.sock");
-    let _ = std::fs::remove_file(&socket);
-    let (_dir, short) = crate::protocol::socket_path(&a.state_dir).map_err(|e| internal(format!("opening {}: {e}", a.state_dir.display())))?;
-    let listener = UnixListener::bind(&short).map_err(|e| internal(format!("binding {}: {e}", socket.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
-    listener.set_nonblocking(true).map_err(|e| internal(e.to_string()))?;
-
-    let rt = runtime::Runtime::new(&a.runtime_root);
-    let opts = runtime::CreateOptions { stdio: child_stdio, pid_file: None, seccomp_cache: a.seccomp_cache.clone() };
-    let created = rt.create(&a.id, &a.bundle, opts).map_err(|e| (e.to_string(), e.exit_code()))?;
-    if let Err(e) = rt.start(&a.id) {
-        let _ = rt.delete(&a.id, true);
-        let _ = std::fs::remove_file(&socket);
-        return Err((e.to_string(), e.exit_code()));
-    }
-    report(serde_json::json!({"pid": created.pid}));
-    redirect_own_stdio(a);
-
-    let log = File::options().create(true).append(true).open(&a.log).map_err(|e| internal(format!("opening {}: {e}", a.log.display())))?;
-    let mut shim = Shim { rt, id: a.id.clone(), init: created.pid, log: LogWriter::new(log), waiters: Vec::new(), execs: HashMap::new(), exit: None };
-    shim.run_loop(&listener, &sigfd, &mut io);
-    // exit.json first, then the socket goes: a client that finds no socket finds the exit file, and
-    // one caught in the listen backlog sees the connection close and reads the file too.
-    shim.finish(&a.state_dir);
-    drop(listener);
-    let _ = std::fs::remove_file(&socket);
-    Ok(())
+/// A connection whose request line has not fully arrived.
+struct Pending {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    deadline: Instant,
 }
 
 struct Shim {
+    cfg: ShimConfig,
     rt: runtime::Runtime,
-    id: String,
+    defaults: ChildDefaults,
+    signals: ChildSignals,
+    listener: UnixListener,
+    socket: PathBuf,
     init: i32,
+    io: ContainerIo,
     log: LogWriter<File>,
+    pending: Vec<Pending>,
     waiters: Vec<UnixStream>,
+    /// Exec processes whose client waits for the exit code, by pid.
     execs: HashMap<i32, UnixStream>,
     exit: Option<ExitStatus>,
 }
 
-fn exit_code(status: WaitStatus) -> Option<(i32, i32, Option<i32>)> {
+/// What a polled fd is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Listener,
+    Signals,
+    Output(usize),
+    Pending(usize),
+    Waiter(usize),
+    Exec(i32),
+}
+
+/// (pid, exit code as Docker reports it, signal)
+fn decode(status: WaitStatus) -> Option<(i32, i32, Option<i32>)> {
     match status {
         WaitStatus::Exited(pid, code) => Some((pid.as_raw(), code, None)),
         WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), 128 + sig as i32, Some(sig as i32))),
@@ -185,163 +182,333 @@ fn exit_code(status: WaitStatus) -> Option<(i32, i32, Option<i32>)> {
     }
 }
 
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn reply<T: serde::Serialize>(sock: &UnixStream, value: &T, fds: &[RawFd]) {
+    if let Err(e) = protocol::send_json(sock, value, fds) {
+        tracing::debug!("answering a client: {e}");
+    }
+}
+
+fn error(sock: &UnixStream, message: impl Into<String>) {
+    reply(sock, &ErrorReply { error: message.into() }, &[]);
+}
+
+/// True when the peer has closed (or broken) the connection; discards anything it sent.
+fn peer_gone(sock: &UnixStream) -> bool {
+    let mut discard = Vec::new();
+    let mut fds = Vec::new();
+    match protocol::recv_some(sock, &mut discard, &mut fds, true) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
 impl Shim {
-    fn run_loop(&mut self, listener: &UnixListener, sigfd: &SignalFd, io: &mut Io) {
+    fn serve(&mut self) {
         let mut drain_deadline: Option<Instant> = None;
+        // The init may have exited before the handler's first wake-up could be polled.
+        self.reap();
         loop {
-            if self.exit.is_some() && (io.outputs.is_empty() || drain_deadline.is_some_and(|d| Instant::now() >= d)) {
-                for (s, _) in &io.outputs {
-                    let _ = self.log.flush_stream(*s);
-                }
-                return;
-            }
             if self.exit.is_some() && drain_deadline.is_none() {
-                // Output still buffered in the pipes is read; a leftover writer gets a short grace.
-                drain_deadline = Some(Instant::now() + Duration::from_millis(500));
-                io.stdin = None;
+                drain_deadline = Some(Instant::now() + DRAIN_GRACE);
+                // Nobody can feed a dead container; a holder of the pipe's other end sees EPIPE.
+                self.io.stdin = None;
             }
-            let mut fds: Vec<PollFd> = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-            for (_, f) in &io.outputs {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-            }
-            let timeout = if drain_deadline.is_some() { PollTimeout::from(50u16) } else { PollTimeout::NONE };
-            match poll(&mut fds, timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
-            }
-            let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
-            drop(fds);
-            if ready[1] {
-                while sigfd.read_signal().ok().flatten().is_some() {}
-                self.reap();
-            }
-            let mut closed = Vec::new();
-            for (i, (stream, f)) in io.outputs.iter().enumerate() {
-                if !ready[2 + i] {
-                    continue;
-                }
-                let mut buf = [0u8; 32 * 1024];
-                // SAFETY: read into a local buffer from a fd we own.
-                let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n > 0 {
-                    let _ = self.log.write(*stream, &buf[..n as usize]);
-                } else {
-                    let _ = self.log.flush_stream(*stream);
-                    closed.push(i);
+            if let Some(d) = drain_deadline {
+                if self.io.outputs.is_empty() || Instant::now() >= d {
+                    break;
                 }
             }
-            for i in closed.into_iter().rev() {
-                io.outputs.remove(i);
-            }
-            if ready[0] {
-                while let Ok((conn, _)) = listener.accept() {
-                    self.handle(conn, io);
+            let (slots, ready) = match self.poll(drain_deadline) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("poll: {e}");
+                    break;
                 }
+            };
+            self.dispatch(&slots, &ready);
+        }
+        for (stream, _) in std::mem::take(&mut self.io.outputs) {
+            if let Err(e) = self.log.finish(stream) {
+                tracing::warn!("writing the container log: {e}");
             }
         }
     }
 
-    fn reap(&mut self) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => {
-                    let Some((pid, code, signal)) = exit_code(status) else { continue };
-                    if pid == self.init {
-                        self.exit = Some(ExitStatus { exit_code: code, signal, oom_killed: false, finished_at: now() });
-                    } else if let Some(conn) = self.execs.remove(&pid) {
-                        let _ = send_line(&conn, serde_json::json!({"exit_code": code}).to_string().as_bytes(), &[]);
+    /// Waits for something to do; returns every polled slot and whether it is ready.
+    fn poll(&self, drain_deadline: Option<Instant>) -> std::io::Result<(Vec<Slot>, Vec<bool>)> {
+        let mut slots = vec![Slot::Listener, Slot::Signals];
+        let mut fds = vec![self.listener.as_raw_fd(), self.signals.fd()];
+        for (i, (_, f)) in self.io.outputs.iter().enumerate() {
+            slots.push(Slot::Output(i));
+            fds.push(f.as_raw_fd());
+        }
+        for (i, p) in self.pending.iter().enumerate() {
+            slots.push(Slot::Pending(i));
+            fds.push(p.sock.as_raw_fd());
+        }
+        for (i, w) in self.waiters.iter().enumerate() {
+            slots.push(Slot::Waiter(i));
+            fds.push(w.as_raw_fd());
+        }
+        for (pid, s) in &self.execs {
+            slots.push(Slot::Exec(*pid));
+            fds.push(s.as_raw_fd());
+        }
+        let mut pfds: Vec<libc::pollfd> = fds.iter().map(|fd| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
+        let deadline = self.pending.iter().map(|p| p.deadline).chain(drain_deadline).min();
+        let timeout = deadline.map_or(-1, |d| d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32 + 1);
+        // SAFETY: poll on a vector of pollfd we own, of the length we pass.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let ready = pfds.iter().map(|p| n > 0 && p.revents != 0).collect();
+        Ok((slots, ready))
+    }
+
+    fn dispatch(&mut self, slots: &[Slot], ready: &[bool]) {
+        let is_ready = |want: Slot| slots.iter().zip(ready).any(|(s, r)| *s == want && *r);
+        if is_ready(Slot::Signals) {
+            self.signals.drain();
+            self.reap();
+        }
+        let outputs: Vec<usize> = (0..self.io.outputs.len()).filter(|i| is_ready(Slot::Output(*i))).collect();
+        self.copy_output(&outputs);
+        let gone: Vec<usize> = (0..self.waiters.len()).filter(|i| is_ready(Slot::Waiter(*i)) && peer_gone(&self.waiters[*i])).collect();
+        for i in gone.into_iter().rev() {
+            self.waiters.remove(i);
+        }
+        // A client that stops waiting for its exec leaves the process running, untracked.
+        self.execs.retain(|pid, s| !(is_ready(Slot::Exec(*pid)) && peer_gone(s)));
+        let pending = std::mem::take(&mut self.pending);
+        for (i, p) in pending.into_iter().enumerate() {
+            if is_ready(Slot::Pending(i)) {
+                self.read_request(p);
+            } else if Instant::now() < p.deadline {
+                self.pending.push(p);
+            }
+        }
+        if is_ready(Slot::Listener) {
+            self.accept();
+        }
+    }
+
+    fn copy_output(&mut self, ready: &[usize]) {
+        let mut closed = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        for &i in ready {
+            let (stream, f) = &mut self.io.outputs[i];
+            match f.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    if let Err(e) = self.log.write(*stream, &buf[..n]) {
+                        tracing::warn!("writing the container log: {e}");
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EOF, or EIO from a pty master once the last slave is closed.
+                _ => closed.push(i),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let (stream, _) = self.io.outputs.remove(i);
+            if let Err(e) = self.log.finish(stream) {
+                tracing::warn!("writing the container log: {e}");
             }
         }
     }
 
-    fn handle(&mut self, conn: UnixStream, io: &mut Io) {
-        let _ = conn.set_nonblocking(false);
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut pending = Vec::new();
-        let Ok(Some((line, fds))) = recv_line(&conn, &mut pending) else { return };
-        let reply = |v: serde_json::Value, fds: &[RawFd]| {
-            let _ = send_line(&conn, v.to_string().as_bytes(), fds);
-        };
-        let req: Request = match serde_json::from_slice(&line) {
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => {
+                    // Clients usually send at once: try before going back to poll.
+                    self.read_request(Pending { sock, buf: Vec::new(), fds: Vec::new(), deadline: Instant::now() + REQUEST_TIMEOUT });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::warn!("accepting a client: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_request(&mut self, mut p: Pending) {
+        loop {
+            if let Some(line) = protocol::take_line(&mut p.buf) {
+                return self.handle(p.sock, &line, p.fds);
+            }
+            match protocol::recv_some(&p.sock, &mut p.buf, &mut p.fds, true) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return self.pending.push(p),
+                Err(e) => return tracing::debug!("reading a request: {e}"),
+            }
+        }
+    }
+
+    fn handle(&mut self, sock: UnixStream, line: &[u8], fds: Vec<OwnedFd>) {
+        let req: Request = match serde_json::from_slice(line) {
             Ok(r) => r,
-            Err(e) => return reply(serde_json::json!({"error": format!("bad request: {e}")}), &[]),
+            Err(e) => return error(&sock, format!("bad request: {e}")),
         };
         match req {
-            Request::State => reply(serde_json::json!({"pid": self.init, "status": if self.exit.is_some() { "stopped" } else { "running" }}), &[]),
-            Request::Wait => self.waiters.push(conn),
-            Request::Kill { signal, all } => match self.rt.kill(&self.id, signal, all) {
-                Ok(()) => reply(serde_json::json!({}), &[]),
-                Err(e) => reply(serde_json::json!({"error": e.to_string()}), &[]),
+            Request::State => {
+                let status = if self.exit.is_some() { "stopped" } else { "running" };
+                reply(&sock, &StateReply { pid: self.init, status: status.into() }, &[]);
+            }
+            // Answered in `finish`, after exit.json is written.
+            Request::Wait => self.waiters.push(sock),
+            Request::Kill { signal, all } => match self.rt.kill(&self.cfg.id, signal, all) {
+                Ok(()) => reply(&sock, &Empty {}, &[]),
+                Err(e) => error(&sock, e.to_string()),
             },
-            Request::Stdin => {
-                if let Some(m) = &io.master {
-                    match m.try_clone() {
-                        Ok(dup) => reply(serde_json::json!({}), &[dup.as_raw_fd()]),
-                        Err(e) => reply(serde_json::json!({"error": e.to_string()}), &[]),
-                    }
-                } else if let Some(w) = io.stdin.take() {
-                    // StdinOnce: the shim keeps no copy, so the container sees EOF when the client closes.
-                    reply(serde_json::json!({}), &[w.as_raw_fd()]);
-                } else {
-                    reply(serde_json::json!({"error": "stdin is not open (run with -i) or already attached"}), &[]);
+            Request::Stdin => match self.io.take_stdin() {
+                // Our copy (the pipe's only one, or a dup of the master) closes once sent.
+                Ok(fd) => reply(&sock, &Empty {}, &[fd.as_raw_fd()]),
+                Err(e) => error(&sock, e),
+            },
+            Request::Resize { width, height } => match self.io.resize(width, height) {
+                Ok(()) => reply(&sock, &Empty {}, &[]),
+                Err(e) => error(&sock, e),
+            },
+            Request::Exec { process, tty } => self.exec(sock, &process, tty, fds),
+        }
+    }
+
+    fn exec(&mut self, sock: UnixStream, process: &oci_spec::runtime::Process, tty: bool, fds: Vec<OwnedFd>) {
+        if self.exit.is_some() {
+            return error(&sock, format!("container {} is not running", self.cfg.id));
+        }
+        let mut fds = fds.into_iter();
+        let stdio = match (tty, fds.next(), fds.next(), fds.next(), fds.next()) {
+            (true, Some(slave), None, None, None) => runtime::Stdio::Console(slave),
+            (false, Some(stdin), Some(stdout), Some(stderr), None) => runtime::Stdio::Fds { stdin, stdout, stderr },
+            _ => return error(&sock, if tty { "exec with a tty takes one fd (the pty slave)" } else { "exec takes three fds (stdin, stdout, stderr)" }),
+        };
+        match self.defaults.around(|| self.rt.exec(&self.cfg.id, process, stdio)) {
+            Ok(pid) => {
+                tracing::info!(pid, "exec started");
+                // The process cannot have been reaped yet: only `reap` waits, and it runs after this.
+                if protocol::send_json(&sock, &ExecStarted { pid }, &[]).is_ok() {
+                    self.execs.insert(pid, sock);
                 }
             }
-            Request::Resize { width, height } => match &io.master {
-                Some(m) => {
-                    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
-                    // SAFETY: TIOCSWINSZ with a winsize we own.
-                    unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-                    reply(serde_json::json!({}), &[]);
-                }
-                None => reply(serde_json::json!({"error": "the container has no tty"}), &[]),
-            },
-            Request::Exec { process, tty } => {
-                let mut fds = fds.into_iter();
-                let stdio = if tty {
-                    fds.next().map(runtime::Stdio::Console)
-                } else {
-                    match (fds.next(), fds.next(), fds.next()) {
-                        (Some(i), Some(o), Some(e)) => Some(runtime::Stdio::Fds { stdin: i, stdout: o, stderr: e }),
-                        _ => None,
-                    }
-                };
-                let Some(stdio) = stdio else { return reply(serde_json::json!({"error": "exec needs its stdio fds"}), &[]) };
-                match self.rt.exec(&self.id, &process, stdio) {
-                    Ok(pid) => {
-                        reply(serde_json::json!({"pid": pid}), &[]);
-                        self.execs.insert(pid, conn);
-                        self.reap();
-                    }
-                    Err(e) => reply(serde_json::json!({"error": e.to_string()}), &[]),
-                }
+            Err(e) => error(&sock, e.to_string()),
+        }
+    }
+
+    /// Reaps every exited child: the init, exec processes, and orphans reparented to us.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let Some((pid, exit_code, signal)) = decode(status) else { continue };
+            if pid == self.init {
+                tracing::info!(exit_code, ?signal, "container exited");
+                self.exit = Some(ExitStatus { exit_code, signal, oom_killed: false, finished_at: now() });
+            } else if let Some(sock) = self.execs.remove(&pid) {
+                tracing::info!(pid, exit_code, "exec exited");
+                reply(&sock, &ExecExited { exit_code }, &[]);
             }
         }
     }
 
-    fn finish(&mut self, state_dir: &std::path::Path) {
-        if let Err(e) = self.rt.delete(&self.id, true) {
-            eprintln!("berth shim: deleting {}: {e}", self.id);
+    /// Deletes the container, records the exit, answers waiters, removes the socket.
+    fn finish(mut self) {
+        let mut status = self.exit.clone().unwrap_or_else(|| {
+            // Only a failing poll ends the loop without an exit; the container is killed below.
+            ExitStatus { exit_code: 255, signal: None, oom_killed: false, finished_at: now() }
+        });
+        status.oom_killed = oom_killed(&self.cfg.bundle);
+        if let Err(e) = self.rt.delete(&self.cfg.id, true) {
+            tracing::warn!("deleting container {}: {e}", self.cfg.id);
         }
-        let status = self.exit.clone().unwrap_or(ExitStatus { exit_code: 255, signal: None, oom_killed: false, finished_at: now() });
-        let data = serde_json::to_vec(&status).unwrap_or_default();
-        let tmp = state_dir.join("exit.json.tmp");
-        if std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, state_dir.join("exit.json"))).is_err() {
-            eprintln!("berth shim: writing exit.json failed");
+        let grace = Instant::now() + EXEC_REAP_GRACE;
+        self.reap();
+        while !self.execs.is_empty() && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(10));
+            self.reap();
         }
-        let line = serde_json::to_vec(&status).unwrap_or_default();
+        if let Err(e) = write_exit(&self.cfg.state_dir, &status) {
+            tracing::error!("writing {}: {e}", protocol::EXIT_FILE);
+        }
         for w in self.waiters.drain(..) {
-            let _ = send_line(&w, &line, &[]);
+            reply(&w, &status, &[]);
         }
-        for (_, conn) in self.execs.drain() {
-            let _ = send_line(&conn, br#"{"exit_code":137}"#, &[]);
+        for (pid, sock) in self.execs.drain() {
+            error(&sock, format!("exec process {pid} outlived its container; its exit code is unknown"));
+        }
+        drop(self.listener);
+        let _ = std::fs::remove_file(&self.socket);
+        tracing::info!("shim done");
+    }
+}
+
+/// `exit.json`, atomically: a reader sees the whole record or none.
+fn write_exit(state_dir: &Path, status: &ExitStatus) -> std::io::Result<()> {
+    let data = serde_json::to_vec(status).map_err(std::io::Error::other)?;
+    let tmp = state_dir.join(format!("{}.tmp", protocol::EXIT_FILE));
+    let mut f = File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, &data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, state_dir.join(protocol::EXIT_FILE))
+}
+
+/// Whether the OOM killer struck in the container's cgroup (read before the cgroup is deleted).
+fn oom_killed(bundle: &Path) -> bool {
+    let path = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .and_then(|v| v.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()).map(str::to_string));
+    let Some(path) = path else { return false };
+    match cgroups::Cgroup::open(&path).and_then(|c| c.stats()) {
+        Ok(s) => s.memory.oom_kill > 0,
+        Err(e) => {
+            tracing::debug!("reading OOM events of {path}: {e}");
+            false
         }
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_death_is_reported_as_128_plus_the_signal() {
+        let pid = Pid::from_raw(10);
+        assert_eq!(decode(WaitStatus::Exited(pid, 3)), Some((10, 3, None)));
+        assert_eq!(decode(WaitStatus::Signaled(pid, nix::sys::signal::Signal::SIGTERM, false)), Some((10, 143, Some(15))));
+        assert_eq!(decode(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn the_exit_record_is_replaced_atomically() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = ExitStatus { exit_code: 3, signal: None, oom_killed: false, finished_at: now() };
+        write_exit(dir.path(), &s).expect("write");
+        assert_eq!(crate::read_exit(dir.path()), Some(s));
+        assert!(!dir.path().join("exit.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_bundle_without_cgroups_path_reports_no_oom() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("config.json"), r#"{"linux":{}}"#).expect("config");
+        assert!(!oom_killed(dir.path()));
+        assert!(!oom_killed(&dir.path().join("missing")));
+    }
 }
