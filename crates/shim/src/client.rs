@@ -149,9 +149,14 @@ impl Client {
         Ok(self.call::<StateReply>(&Request::State, &[])?.reply)
     }
 
-    /// Blocks until the container has exited.
+    /// Blocks until the container has exited. A shim that is gone (or leaving) has left the
+    /// status in `exit.json`.
     pub fn wait(&self) -> Result<ExitStatus, Error> {
-        Ok(self.call::<ExitStatus>(&Request::Wait, &[])?.reply)
+        match self.call::<ExitStatus>(&Request::Wait, &[]) {
+            Ok(call) => Ok(call.reply),
+            Err(e @ (Error::Connect(..) | Error::Closed | Error::Io(_))) => read_exit(&self.state_dir).ok_or(e),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn kill(&self, signal: i32, all: bool) -> Result<(), Error> {
@@ -240,6 +245,14 @@ mod tests {
         let t = fake_shim(dir.path(), vec!["not json".into()]);
         assert!(matches!(Client::new(dir.path()).state(), Err(Error::BadReply(_))));
         t.join().expect("join");
+    }
+
+    #[test]
+    fn waiting_on_a_shim_that_is_gone_reads_exit_json() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(matches!(Client::new(dir.path()).wait(), Err(Error::Connect(..))));
+        std::fs::write(dir.path().join("exit.json"), r#"{"exit_code":9,"signal":null,"oom_killed":false,"finished_at":"t"}"#).expect("w");
+        assert_eq!(Client::new(dir.path()).wait().expect("from the file").exit_code, 9);
     }
 
     #[test]

@@ -451,9 +451,41 @@ impl Shim {
         for (pid, sock) in self.execs.drain() {
             error(&sock, format!("exec process {pid} outlived its container; its exit code is unknown"));
         }
+        self.answer_backlog(&status);
         drop(self.listener);
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!("shim done");
+    }
+}
+
+impl Shim {
+    /// Answers the clients already connected when the shim is leaving, so that a `wait` sent just
+    /// as the container exited gets the status rather than a reset connection. (A client that
+    /// connects later finds no socket, and `exit.json`.)
+    fn answer_backlog(&mut self, status: &ExitStatus) {
+        let mut conns: Vec<Pending> = std::mem::take(&mut self.pending);
+        while let Ok((sock, _)) = self.listener.accept() {
+            conns.push(Pending { sock, buf: Vec::new(), fds: Vec::new(), deadline: Instant::now() });
+        }
+        for mut p in conns {
+            let _ = p.sock.set_nonblocking(false);
+            let _ = p.sock.set_read_timeout(Some(Duration::from_millis(100)));
+            let line = loop {
+                if let Some(line) = protocol::take_line(&mut p.buf) {
+                    break Some(line);
+                }
+                match protocol::recv_some(&p.sock, &mut p.buf, &mut p.fds, false) {
+                    Ok(n) if n > 0 => {}
+                    _ => break None,
+                }
+            };
+            match line.map(|l| serde_json::from_slice::<Request>(&l)) {
+                Some(Ok(Request::Wait)) => reply(&p.sock, status, &[]),
+                Some(Ok(Request::State)) => reply(&p.sock, &StateReply { pid: self.init, status: "stopped".into() }, &[]),
+                Some(_) => error(&p.sock, format!("container {} has exited", self.cfg.id)),
+                None => {}
+            }
+        }
     }
 }
 
