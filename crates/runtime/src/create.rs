@@ -152,6 +152,11 @@ pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Resu
     let (go_r, go_w) = pipe()?;
     let (stdio, console_path) = child_stdio(&opts.stdio);
     let cgroup_dir = cgroup.as_ref().and_then(|c| c.v2_dir());
+    let cgroup_v2 = match &cgroup {
+        Some(cg) => cg.hierarchy() == cgroups::Hierarchy::V2,
+        // Only a `cgroup` mount needs to know, so only then is mountinfo read.
+        None => cfg.mounts.iter().any(|m| m.typ.as_deref() == Some("cgroup")) && cgroups::detect()? == cgroups::Hierarchy::V2,
+    };
     // SAFETY: the caller is single-threaded (documented on `Runtime`); the child only runs
     // `init::run`, which never returns.
     let (pid, placed) = match unsafe { clone_init(ns.flags, cgroup_dir.as_ref()) } {
@@ -178,6 +183,7 @@ pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Resu
             join: ns.join,
             new_net: ns.flags & libc::CLONE_NEWNET != 0,
             cgroup: cgroup.as_ref(),
+            cgroup_v2,
             console_path,
         });
     }

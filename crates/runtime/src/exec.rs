@@ -8,6 +8,7 @@ use crate::process::{self, ChildStdio};
 use crate::{report, Error, Stdio};
 
 pub fn run(
+    id: &str,
     init_pid: i32,
     cfg: &Config,
     p: &Process,
@@ -45,8 +46,8 @@ pub fn run(
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     match report::recv(report_r.as_raw_fd()) {
         Some((report::PID, b)) if b.len() == 4 => Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        Some((_, msg)) => Err(Error::Setup { id: "exec".into(), message: String::from_utf8_lossy(&msg).into_owned() }),
-        None => Err(Error::Setup { id: "exec".into(), message: "the exec helper died".into() }),
+        Some((_, msg)) => Err(Error::ExecSetup { id: id.to_string(), message: String::from_utf8_lossy(&msg).into_owned() }),
+        None => Err(Error::ExecSetup { id: id.to_string(), message: "the exec helper died".into() }),
     }
 }
 
@@ -115,14 +116,16 @@ fn exec_child(p: &Process, seccomp: Option<&seccomp::Filter>, stdio: ChildStdio)
         }
     }
     let Some(cmd) = p.args.first() else { die(126, "no command".into()) };
-    let path = if cmd.contains('/') {
-        cmd.clone()
-    } else {
-        match p.path_env().split(':').map(|d| format!("{}/{cmd}", d.trim_end_matches('/'))).find(|c| std::path::Path::new(c).is_file()) {
-            Some(found) => found,
-            None => die(127, format!("exec: \"{cmd}\": executable file not found in $PATH")),
-        }
+    // After setns the root is the container's: look the command up inside it, as create does.
+    let root = match nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+        Ok(r) => r,
+        Err(e) => die(126, format!("opening the container's root: {e}")),
     };
+    let path = match crate::mounts::lookup(&root, cmd, p.path_env(), cwd) {
+        Ok(path) => path,
+        Err((errno, path)) => die(process::exec_exit_code(errno as i32), crate::exec_message(&path, errno)),
+    };
+    drop(root);
     process::cloexec_from_3();
     match process::execve(&path, &p.args, &p.env) {
         Ok(never) => match never {},

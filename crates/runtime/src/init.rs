@@ -26,6 +26,8 @@ pub struct InitPlan<'a> {
     pub join: Vec<OwnedFd>,
     pub new_net: bool,
     pub cgroup: Option<&'a cgroups::Cgroup>,
+    /// Whether the host is pure cgroup v2 (a `cgroup` mount is then a cgroup2 mount).
+    pub cgroup_v2: bool,
     /// Host path of the pty slave (bound over /dev/console).
     pub console_path: Option<String>,
 }
@@ -215,7 +217,7 @@ fn mount_one(root: &OwnedFd, m: &crate::config::Mount, plan: &InitPlan<'_>) -> R
     let (mut flags, propagation, data) = parse_options(&m.options);
     let mut typ = m.typ.as_deref().unwrap_or(if flags.contains(MsFlags::MS_BIND) { "bind" } else { "none" });
     let mut source = m.source.as_deref();
-    if typ == "cgroup" && plan.cgroup.is_none_or(|c| c.hierarchy() != cgroups::Hierarchy::V2) {
+    if typ == "cgroup" && !plan.cgroup_v2 {
         return mount_v1_cgroups(root, &m.destination, plan.cgroup, flags);
     }
     if typ == "sysfs" && !plan.new_net {
@@ -323,6 +325,8 @@ fn pivot(rootfs: &str) -> Result<(), Failure> {
     nix::unistd::chdir("/").map_err(|e| fail(format!("chdir /: {e}")))
 }
 
+// f_type is i64 on x86_64 glibc but not on every target.
+#[allow(clippy::unnecessary_cast)]
 fn on_ramfs() -> bool {
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     nix::sys::statfs::statfs("/").is_ok_and(|s| s.filesystem_type().0 as i64 == RAMFS_MAGIC || s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)

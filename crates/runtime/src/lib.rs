@@ -58,6 +58,8 @@ pub enum Error {
     State { id: String, status: &'static str, action: &'static str },
     #[error("creating container {id}: {message}")]
     Setup { id: String, message: String },
+    #[error("exec in container {id}: {message}")]
+    ExecSetup { id: String, message: String },
     #[error("cgroup: {0}")]
     Cgroup(#[from] cgroups::Error),
     #[error("seccomp: {0}")]
@@ -378,7 +380,7 @@ impl Runtime {
         let process = config::Process::from_oci(process)?;
         let seccomp = create::seccomp_filter(&cfg, st.seccomp_cache.as_deref())?;
         let cgroup = st.cgroups_path.as_deref().map(cgroups::Cgroup::open).transpose()?;
-        exec::run(st.pid, &cfg, &process, seccomp.as_ref(), cgroup.as_ref(), &stdio)
+        exec::run(id, st.pid, &cfg, &process, seccomp.as_ref(), cgroup.as_ref(), &stdio)
     }
 }
 

@@ -295,6 +295,17 @@ fn exec_joins_the_running_containers_namespaces_and_cgroup() {
     assert_eq!(lines[0], "rt-test", "{s}");
     assert_ne!(lines[1], "1", "the exec is not the init");
     assert!(lines[2].ends_with(&cg), "{s}");
+    let missing: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
+        "user": {"uid": 0, "gid": 0}, "args": ["nope"], "env": ["PATH=/bin"], "cwd": "/"
+    }))
+    .expect("process");
+    let (stdio, mut err) = piped();
+    let pid = rt.exec(&c.id, &missing, stdio).expect("exec of a missing command still forks");
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait exec");
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 127));
+    let mut s = String::new();
+    err.read_to_string(&mut s).expect("read");
+    assert!(s.contains("exec: \"nope\": executable file not found in $PATH"), "{s}");
     assert!(rt.delete(&c.id, false).is_err(), "a running container needs force");
     rt.kill(&c.id, libc::SIGKILL, false).expect("kill");
     assert_eq!(c.wait(), 137);
