@@ -32,6 +32,9 @@ fn main() -> ExitCode {
         ("an_exec_returns_its_output_and_exit_code", an_exec_returns_its_output_and_exit_code),
         ("a_tty_container_logs_everything_as_stdout_and_resizes", a_tty_container_logs_everything_as_stdout_and_resizes),
         ("the_shim_survives_the_death_of_its_engine", the_shim_survives_the_death_of_its_engine),
+        ("all_output_is_logged_in_order_when_the_container_exits_at_once", all_output_is_logged_in_order_when_the_container_exits_at_once),
+        ("a_leftover_process_holding_the_output_does_not_keep_the_shim", a_leftover_process_holding_the_output_does_not_keep_the_shim),
+        ("an_oom_kill_is_recorded", an_oom_kill_is_recorded),
     ];
     let mut failed = Vec::new();
     for (name, test) in tests {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
             failed.push(*name);
         }
     }
+    remove_cgroup_parent();
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -380,5 +384,68 @@ fn the_shim_survives_the_death_of_its_engine() {
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(), "the container still runs");
     f.client().kill(libc::SIGKILL, true).expect("kill");
     assert_eq!(f.client().wait().expect("wait").exit_code, 137);
+    f.assert_nothing_remains(pid);
+}
+
+fn all_output_is_logged_in_order_when_the_container_exits_at_once() {
+    let script = "i=0; while [ $i -lt 3000 ]; do echo line$i; echo err$i >&2; i=$((i+1)); done";
+    let f = Fixture::new("bulk", &["sh", "-c", script]);
+    let pid = f.start();
+    assert_eq!(f.client().wait().expect("wait").exit_code, 0);
+    let log = f.log();
+    let of = |stream: &str| -> Vec<String> { log.iter().filter(|(s, _)| s == stream).map(|(_, l)| l.clone()).collect() };
+    let want = |prefix: &str| -> Vec<String> { (0..3000).map(|i| format!("{prefix}{i}\n")).collect() };
+    assert_eq!(of("stdout"), want("line"));
+    assert_eq!(of("stderr"), want("err"));
+    f.assert_nothing_remains(pid);
+}
+
+/// The cgroup under which this run's containers live (the runtime removes each container's own).
+fn cgroup_parent() -> String {
+    format!("berth-shim-test-{}", std::process::id())
+}
+
+fn remove_cgroup_parent() {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(dir.filter_map(|e| Some(e.ok()?.path())));
+    }
+    for root in roots {
+        let _ = std::fs::remove_dir(root.join(cgroup_parent()));
+    }
+}
+
+/// A bundle without a pid namespace (so processes outlive the init) in a cgroup of its own (so a
+/// forced delete still finds them).
+fn in_own_cgroup(name: &str, args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Fixture {
+    let cgroup = format!("/{}/{}", cgroup_parent(), unique(name));
+    Fixture::with(name, args, |c| {
+        c["linux"]["namespaces"] = serde_json::json!([{"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+        c["linux"]["cgroupsPath"] = cgroup.into();
+        edit(c);
+    })
+}
+
+fn a_leftover_process_holding_the_output_does_not_keep_the_shim() {
+    let f = in_own_cgroup("leftover", &["sh", "-c", "sleep 100 & echo $!; exit 4"], |_| {});
+    let pid = f.start();
+    let started = Instant::now();
+    let status = f.client().wait().expect("wait");
+    assert_eq!(status.exit_code, 4);
+    assert!(started.elapsed() < Duration::from_secs(5), "the drain is bounded: {:?}", started.elapsed());
+    let log = f.log();
+    let sleeper: i32 = log.first().and_then(|(_, l)| l.trim().parse().ok()).unwrap_or_else(|| panic!("{log:?}"));
+    f.assert_nothing_remains(pid);
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), None).is_err(), "the leftover sleep was killed and reaped");
+}
+
+fn an_oom_kill_is_recorded() {
+    let limit = 16 * 1024 * 1024;
+    let f = in_own_cgroup("oom", &["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"], |c| {
+        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": limit, "swap": limit}});
+    });
+    let pid = f.start();
+    let status = f.client().wait().expect("wait");
+    assert_eq!((status.exit_code, status.oom_killed), (137, true), "{status:?}");
     f.assert_nothing_remains(pid);
 }
