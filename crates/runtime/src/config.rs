@@ -88,6 +88,21 @@ pub struct Linux {
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     pub sysctl: BTreeMap<String, String>,
     pub rootfs_propagation: Option<String>,
+    pub devices: Vec<Device>,
+}
+
+/// A device node to create in the container (linux.devices).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Device {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub typ: String,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -116,9 +131,30 @@ impl Process {
         serde_json::from_value(v).map_err(|e| Error::InvalidSpec(format!("process: {e}")))
     }
 
+    /// Adds HOME from the container's /etc/passwd when the spec has none (runc and Docker do);
+    /// `/` for a user it does not list.
+    pub fn ensure_home(&mut self, root: &std::os::fd::OwnedFd) {
+        if self.env.iter().any(|e| e.starts_with("HOME=")) {
+            return;
+        }
+        let passwd = crate::mounts::open_in_root(root, "/etc/passwd", nix::fcntl::OFlag::O_RDONLY)
+            .ok()
+            .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok());
+        let home = passwd.as_deref().and_then(|p| home_of(p, self.user.uid)).unwrap_or("/").to_string();
+        self.env.push(format!("HOME={home}"));
+    }
+
     pub fn path_env(&self) -> &str {
         self.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     }
+}
+
+/// The home directory of `uid` in passwd(5) text.
+fn home_of(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse() == Ok(uid) && !f[5].is_empty()).then(|| f[5])
+    })
 }
 
 /// CLONE_NEW* flag of a namespace type name.
@@ -219,6 +255,14 @@ mod tests {
         assert!(with("kernel.core_pattern", "ipc").validate().is_err(), "not namespaced");
         assert!(with("vm.overcommit_memory", "network").validate().is_err());
         assert!(with("net/../../kernel/core_pattern", "network").validate().is_err());
+    }
+
+    #[test]
+    fn home_comes_from_passwd_by_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nbroken\nuser:x:1000:1000::/home/user:/bin/sh\n";
+        assert_eq!(home_of(passwd, 0), Some("/root"));
+        assert_eq!(home_of(passwd, 1000), Some("/home/user"));
+        assert_eq!(home_of(passwd, 5), None);
     }
 
     #[test]

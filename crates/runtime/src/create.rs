@@ -121,7 +121,7 @@ fn abort(pid: libc::pid_t, cgroup: Option<&cgroups::Cgroup>) {
 /// the read end of its report pipe (which carries an execve failure after `start`).
 pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Result<(Created, OwnedFd), Error> {
     let setup = |message: String| Error::Setup { id: id.to_string(), message };
-    let cfg = Config::load(bundle)?;
+    let mut cfg = Config::load(bundle)?;
     cfg.validate()?;
     let rootfs = if Path::new(&cfg.root.path).is_absolute() { PathBuf::from(&cfg.root.path) } else { bundle.join(&cfg.root.path) };
     let root_fd = nix::fcntl::open(&rootfs, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
@@ -129,7 +129,9 @@ pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Resu
     // Look the command up now, so a missing one fails `create` rather than the start.
     let exe = mounts::lookup(&root_fd, &cfg.process.args[0], cfg.process.path_env(), &cfg.process.cwd)
         .map_err(|(source, path)| Error::Exec { path, source })?;
+    cfg.process.ensure_home(&root_fd);
     drop(root_fd);
+    let cfg = cfg;
     let ns = namespaces(&cfg)?;
     let seccomp = seccomp_filter(&cfg, opts.seccomp_cache.as_deref())?;
     let cgroup = match &cfg.linux.cgroups_path {

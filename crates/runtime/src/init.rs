@@ -64,6 +64,10 @@ fn fail(msg: impl Into<String>) -> Failure {
 
 fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Infallible, Failure> {
     let cfg = plan.config;
+    // Device nodes and mount points get exactly the modes asked for; the process's own umask is
+    // set with its identity.
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(0) };
     for ns in &plan.join {
         // SAFETY: setns on an fd of /proc/<pid>/ns/* opened by the parent.
         if unsafe { libc::setns(ns.as_raw_fd(), 0) } < 0 {
@@ -158,7 +162,7 @@ fn setup_rootfs(plan: &InitPlan<'_>) -> Result<(), Failure> {
     for m in &cfg.mounts {
         mount_one(&root_fd, m, plan)?;
     }
-    setup_dev(&root_fd, plan.console_path.as_deref())?;
+    setup_dev(&root_fd, &cfg.linux.devices, plan.console_path.as_deref())?;
     if !cfg.process.cwd.is_empty() && cfg.process.cwd != "/" {
         // Like runc, a missing working directory is made (inside the rootfs, never through a link out).
         mounts::target(&root_fd, &cfg.process.cwd, false).map_err(|e| fail(format!("working directory: {e}")))?;
@@ -284,27 +288,57 @@ fn mount_v1_cgroups(root: &OwnedFd, dest: &str, cgroup: Option<&cgroups::Cgroup>
     Ok(())
 }
 
-/// The standard device nodes, bound from the host (works with or without mknod rights), and the
-/// usual links.
-fn setup_dev(root: &OwnedFd, console: Option<&str>) -> Result<(), Failure> {
-    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let fd = mounts::target(root, &format!("/dev/{dev}"), true).map_err(fail)?;
-        mnt(Some(&format!("/dev/{dev}")), &fd_path(&fd), None, MsFlags::MS_BIND, None)?;
+/// The standard device nodes (mknod, or a bind of the host's node where mknod is not allowed or
+/// the image already has one), the spec's own devices, and the usual links.
+fn setup_dev(root: &OwnedFd, devices: &[crate::config::Device], console: Option<&str>) -> Result<(), Failure> {
+    let dev = mounts::target(root, "/dev", false).map_err(fail)?;
+    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+        let made = nix::sys::stat::mknodat(&dev, name, nix::sys::stat::SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), libc::makedev(major, minor));
+        if made.is_err() {
+            let fd = mounts::target(root, &format!("/dev/{name}"), true).map_err(fail)?;
+            mnt(Some(&format!("/dev/{name}")), &fd_path(&fd), None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    for d in devices {
+        make_device(root, d)?;
     }
     if let Some(c) = console {
         let fd = mounts::target(root, "/dev/console", true).map_err(fail)?;
         mnt(Some(c), &fd_path(&fd), None, MsFlags::MS_BIND, None)?;
     }
-    let dev = mounts::target(root, "/dev", false).map_err(fail)?;
     for (link, to) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")] {
-        // The O_PATH fd of /dev resolves the link's parent without following anything else.
-        let dir = nix::fcntl::open(fd_path(&dev).as_str(), nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| fail(format!("opening /dev: {e}")))?;
-        match nix::unistd::symlinkat(to, &dir, link) {
+        match nix::unistd::symlinkat(to, &dev, link) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(fail(format!("creating /dev/{link}: {e}"))),
         }
+    }
+    Ok(())
+}
+
+fn make_device(root: &OwnedFd, d: &crate::config::Device) -> Result<(), Failure> {
+    use nix::sys::stat::SFlag;
+    let kind = match d.typ.as_str() {
+        "c" | "u" => SFlag::S_IFCHR,
+        "b" => SFlag::S_IFBLK,
+        "p" => SFlag::S_IFIFO,
+        other => return Err(fail(format!("device {}: unknown type {other:?}", d.path))),
+    };
+    let rel = std::path::Path::new(&d.path);
+    let name = rel.file_name().ok_or_else(|| fail(format!("device path {:?} has no name", d.path)))?;
+    let parent = rel.parent().and_then(|p| p.to_str()).unwrap_or("/");
+    let dir = mounts::target(root, parent, false).map_err(fail)?;
+    let mode = Mode::from_bits_truncate(d.file_mode.unwrap_or(0o666) & 0o7777);
+    let rdev = libc::makedev(d.major as u32, d.minor as u32);
+    match nix::sys::stat::mknodat(&dir, name, kind, mode, rdev) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EEXIST) => return Ok(()),
+        Err(e) => return Err(fail(format!("creating device {}: {e}", d.path))),
+    }
+    let owner = (d.uid.map(nix::unistd::Uid::from_raw), d.gid.map(nix::unistd::Gid::from_raw));
+    if owner.0.is_some() || owner.1.is_some() {
+        nix::unistd::fchownat(&dir, name, owner.0, owner.1, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| fail(format!("chown of device {}: {e}", d.path)))?;
     }
     Ok(())
 }

@@ -377,7 +377,11 @@ impl Runtime {
             return Err(Error::State { id: id.to_string(), status: status.as_str(), action: "exec needs a running container" });
         }
         let cfg = Config::load(&st.bundle)?;
-        let process = config::Process::from_oci(process)?;
+        let mut process = config::Process::from_oci(process)?;
+        let root = nix::fcntl::open(format!("/proc/{}/root", st.pid).as_str(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| Error::io(format!("opening the root of container {id}"), e.into()))?;
+        process.ensure_home(&root);
+        drop(root);
         let seccomp = create::seccomp_filter(&cfg, st.seccomp_cache.as_deref())?;
         let cgroup = st.cgroups_path.as_deref().map(cgroups::Cgroup::open).transpose()?;
         exec::run(id, st.pid, &cfg, &process, seccomp.as_ref(), cgroup.as_ref(), &stdio)

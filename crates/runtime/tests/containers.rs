@@ -36,7 +36,7 @@ impl Bundle {
             std::fs::create_dir_all(rootfs.join(d)).expect("mkdir");
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
-        for a in ["sh", "echo", "cat", "hostname", "ls", "sleep", "true", "grep", "id", "wc", "ulimit", "touch", "mount"] {
+        for a in ["sh", "echo", "cat", "hostname", "ls", "sleep", "true", "grep", "id", "wc", "ulimit", "touch", "mount", "stat"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).expect("link");
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n").expect("passwd");
@@ -208,7 +208,8 @@ fn memory_and_pids_limits_land_in_the_containers_cgroup() {
 
 fn user_rlimits_umask_and_working_directory_are_applied() {
     let (_state, rt) = state_dir();
-    let mut b = Bundle::new(&["sh", "-c", "id; ulimit -n; umask; pwd"]);
+    let mut b = Bundle::new(&["sh", "-c", "id; ulimit -n; umask; pwd; stat -c '%F %t:%T %a %u:%g' /dev/mynull /dev/null; echo $HOME"]);
+    b.config["linux"]["devices"] = serde_json::json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 432, "uid": 1000, "gid": 5}]);
     b.config["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 7], "umask": 63});
     b.config["process"]["cwd"] = serde_json::json!("/work/dir");
     b.config["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]);
@@ -216,7 +217,7 @@ fn user_rlimits_umask_and_working_directory_are_applied() {
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "uid=1000(user) gid=1000 groups=5,7", "{out}");
-    assert_eq!(&lines[1..], ["123", "0077", "/work/dir"]);
+    assert_eq!(&lines[1..], ["123", "0077", "/work/dir", "character special file 1:3 660 1000:5", "character special file 1:3 666 0:0", "/tmp"]);
 }
 
 fn a_missing_executable_fails_at_create() {
