@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         ("a_container_is_reported_logged_and_its_exit_recorded", a_container_is_reported_logged_and_its_exit_recorded),
         ("the_container_gets_clean_signal_state", the_container_gets_clean_signal_state),
         ("a_missing_executable_is_reported_with_127_and_leaves_nothing", a_missing_executable_is_reported_with_127_and_leaves_nothing),
+        ("a_file_that_is_not_executable_is_reported_with_126", a_file_that_is_not_executable_is_reported_with_126),
         ("sigterm_through_kill_gives_143_to_every_waiter", sigterm_through_kill_gives_143_to_every_waiter),
         ("stdin_is_handed_out_once_and_echoed_back_by_cat", stdin_is_handed_out_once_and_echoed_back_by_cat),
         ("an_exec_returns_its_output_and_exit_code", an_exec_returns_its_output_and_exit_code),
@@ -269,6 +270,16 @@ fn a_missing_executable_is_reported_with_127_and_leaves_nothing() {
         assert!(Instant::now() < deadline, "the shim outlived its failure");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn a_file_that_is_not_executable_is_reported_with_126() {
+    let f = Fixture::new("noexec", &["/bin/data"]);
+    std::fs::write(f.cfg.bundle.join("rootfs/bin/data"), "not a program").expect("write");
+    let exe = std::env::current_exe().expect("exe");
+    let err = shim::spawn(&exe, &f.cfg).expect_err("must fail");
+    assert_eq!(err.exit_code, 126, "{err}");
+    assert!(err.message.contains("permission denied"), "{err}");
+    assert!(!f.cfg.state_dir.join("shim.sock").exists());
 }
 
 fn sigterm_through_kill_gives_143_to_every_waiter() {
