@@ -178,7 +178,7 @@ impl Client {
     /// [pty slave] with `tty`); the caller keeps the other ends. The fds are closed here once sent.
     pub fn exec(&self, process: &oci_spec::runtime::Process, tty: bool, fds: Vec<OwnedFd>) -> Result<ExecHandle, Error> {
         let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let call = self.call::<ExecStarted>(&Request::Exec { process: process.clone(), tty }, &raw)?;
+        let call = self.call::<ExecStarted>(&Request::Exec { process: Box::new(process.clone()), tty }, &raw)?;
         drop(fds);
         Ok(ExecHandle { pid: call.reply.pid, sock: call.sock, pending: call.pending })
     }

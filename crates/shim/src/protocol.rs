@@ -26,7 +26,7 @@ pub enum Request {
     Resize { width: u16, height: u16 },
     /// With the fds [stdin, stdout, stderr] or [pty slave] attached → [`ExecStarted`], then
     /// [`ExecExited`] on the same connection when the process exits.
-    Exec { process: oci_spec::runtime::Process, tty: bool },
+    Exec { process: Box<oci_spec::runtime::Process>, tty: bool },
 }
 
 /// The answer to `state`.
