@@ -126,6 +126,7 @@ fn exec_child(p: &Process, seccomp: Option<&seccomp::Filter>, stdio: ChildStdio)
         Err((errno, path)) => die(process::exec_exit_code(errno as i32), crate::exec_message(&path, errno)),
     };
     drop(root);
+    process::reset_signals();
     process::cloexec_from_3();
     match process::execve(&path, &p.args, &p.env) {
         Ok(never) => match never {},

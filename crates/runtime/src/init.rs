@@ -93,6 +93,7 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
             seccomp::install(f).map_err(|e| fail(e.to_string()))?;
         }
     }
+    process::reset_signals();
     process::cloexec_from_3();
     report::send(plan.report, report::READY, b"");
     wait_for_start(fifo)?;

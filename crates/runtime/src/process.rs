@@ -146,6 +146,18 @@ fn apply_caps(c: &Capabilities) -> Result<(), String> {
     Ok(())
 }
 
+/// Gives the process a clean signal state: nothing blocked, SIGPIPE back to its default. Both survive
+/// execve, and the caller (a Rust program, which ignores SIGPIPE) may have changed them.
+pub fn reset_signals() {
+    // SAFETY: sigprocmask with an empty set and signal(2) with SIG_DFL touch only this process.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Marks every fd from 3 up close-on-exec, so nothing of the runtime's leaks into the container
 /// (CVE-2024-21626 class).
 pub fn cloexec_from_3() {
