@@ -323,10 +323,38 @@ fn a_read_only_root_refuses_writes() {
     assert_eq!((code, out.as_str()), (0, "tmpfs-ok\n"));
 }
 
+fn a_console_becomes_stdio_the_controlling_terminal_and_dev_console() {
+    let (_state, rt) = state_dir();
+    let b = Bundle::new(&["sh", "-c", "tty; stat -L -c %t:%T /dev/console /proc/self/fd/0; cat /proc/self/stat"]);
+    let pty = nix::pty::openpty(None, None).expect("pty");
+    let slave_rdev = nix::sys::stat::fstat(&pty.slave).expect("fstat").st_rdev;
+    let mut c = create(&rt, &b, "console", Stdio::Console(pty.slave)).expect("create");
+    rt.start(&c.id).expect("start");
+    assert_eq!(c.wait(), 0);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // EIO once the container's side is closed.
+    while let Ok(n) = nix::unistd::read(&pty.master, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let out = String::from_utf8_lossy(&out).replace('\r', "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/dev/console", "{out}");
+    let dev = format!("{:x}:{:x}", libc::major(slave_rdev), libc::minor(slave_rdev));
+    assert_eq!(&lines[1..3], [dev.as_str(), dev.as_str()], "{out}");
+    // Field 7 of stat is tty_nr: the pty is the controlling terminal.
+    let stat = lines[3];
+    let tty_nr: u64 = stat[stat.rfind(')').expect("stat") + 2..].split(' ').nth(4).and_then(|f| f.parse().ok()).expect("tty_nr");
+    assert_eq!(tty_nr, slave_rdev, "{stat}");
+}
+
 fn main() {
     if !can_run() {
         eprintln!("skipping the container tests: they need root and /bin/busybox");
-        println!("0 passed, 0 failed, 12 skipped");
+        println!("0 passed, 0 failed, 13 skipped");
         return;
     }
     let tests: &[(&str, fn())] = &[
@@ -342,6 +370,7 @@ fn main() {
         ("a_symlinked_mount_target_stays_inside_the_rootfs", a_symlinked_mount_target_stays_inside_the_rootfs),
         ("exec_joins_the_running_containers_namespaces_and_cgroup", exec_joins_the_running_containers_namespaces_and_cgroup),
         ("a_read_only_root_refuses_writes", a_read_only_root_refuses_writes),
+        ("a_console_becomes_stdio_the_controlling_terminal_and_dev_console", a_console_becomes_stdio_the_controlling_terminal_and_dev_console),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
