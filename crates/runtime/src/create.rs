@@ -10,24 +10,67 @@ use crate::process::ChildStdio;
 use crate::state::StateFile;
 use crate::{init, mounts, report, CreateOptions, Created, Error, Stdio};
 
-/// Namespaces to create (clone flags) and to join (fds of `path`s).
+/// Namespaces to create (clone flags) and to join (fds of `path`s; the child joins them, except
+/// a pid namespace, which only a process's children can enter: the parent joins that one around
+/// the clone).
 struct Namespaces {
     flags: libc::c_int,
     join: Vec<OwnedFd>,
+    join_pid: Option<OwnedFd>,
 }
 
 fn namespaces(cfg: &Config) -> Result<Namespaces, Error> {
-    let mut ns = Namespaces { flags: 0, join: Vec::new() };
+    let mut ns = Namespaces { flags: 0, join: Vec::new(), join_pid: None };
     for n in &cfg.linux.namespaces {
         let flag = config::namespace_flag(&n.typ)?;
         match n.path.as_deref().filter(|p| !p.is_empty()) {
-            // setns into a pid namespace only affects children: the init would stay outside it.
-            Some(p) if flag == libc::CLONE_NEWPID => return Err(Error::Unsupported(format!("joining a pid namespace ({p})"))),
-            Some(p) => ns.join.push(std::fs::File::open(p).map_err(|e| Error::io(format!("opening namespace {p}"), e))?.into()),
+            Some(p) => {
+                let fd: OwnedFd = std::fs::File::open(p).map_err(|e| Error::io(format!("opening namespace {p}"), e))?.into();
+                if flag == libc::CLONE_NEWPID {
+                    ns.join_pid = Some(fd);
+                } else {
+                    ns.join.push(fd);
+                }
+            }
             None => ns.flags |= flag,
         }
     }
     Ok(ns)
+}
+
+fn setns(fd: &OwnedFd, what: &str) -> std::io::Result<()> {
+    // SAFETY: setns(2) on a namespace fd we own.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWPID) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+/// `clone_init` with the children of this process going into `pid_ns` for the one clone, and
+/// back into our own pid namespace afterwards (so later forks of a long-lived caller are not
+/// affected).
+///
+/// # Safety
+/// As `clone_init`.
+unsafe fn clone_in_pid_ns(flags: libc::c_int, cgroup: Option<&std::fs::File>, pid_ns: Option<&OwnedFd>) -> std::io::Result<(libc::pid_t, bool)> {
+    let Some(target) = pid_ns else {
+        // SAFETY: forwarded from the caller.
+        return unsafe { clone_init(flags, cgroup) };
+    };
+    let own: OwnedFd = std::fs::File::open("/proc/self/ns/pid")?.into();
+    setns(target, "joining the pid namespace")?;
+    // SAFETY: forwarded from the caller.
+    let result = unsafe { clone_init(flags, cgroup) };
+    if matches!(result, Ok((0, _))) {
+        return result;
+    }
+    // Our own (active) pid namespace can always be re-entered; should that fail, the child is
+    // still ours to report (and to clean up), so only warn.
+    if let Err(e) = setns(&own, "returning to our pid namespace") {
+        tracing::warn!(error = %e, "later children of this process may land in a container's pid namespace");
+    }
+    result
 }
 
 pub fn seccomp_filter(cfg: &Config, cache: Option<&Path>) -> Result<Option<seccomp::Filter>, Error> {
@@ -161,7 +204,7 @@ pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Resu
     };
     // SAFETY: the caller is single-threaded (documented on `Runtime`); the child only runs
     // `init::run`, which never returns.
-    let (pid, placed) = match unsafe { clone_init(ns.flags, cgroup_dir.as_ref()) } {
+    let (pid, placed) = match unsafe { clone_in_pid_ns(ns.flags, cgroup_dir.as_ref(), ns.join_pid.as_ref()) } {
         Ok(r) => r,
         Err(e) => {
             if let Some(cg) = &cgroup {

@@ -218,6 +218,25 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_dangling_link_is_created_at_its_target_in_root() {
+        let (dir, root) = rootfs();
+        std::fs::create_dir_all(dir.path().join("var")).expect("mkdir");
+        std::os::unix::fs::symlink("../../../run", dir.path().join("var/run")).expect("symlink");
+        target(&root, "/var/run/app", false).expect("target");
+        assert!(dir.path().join("run/app").is_dir(), "made under the rootfs's /run");
+    }
+
+    #[test]
+    fn a_file_target_is_created_empty_and_an_existing_one_reused() {
+        let (dir, root) = rootfs();
+        target(&root, "/etc/hosts", true).expect("target");
+        assert_eq!(std::fs::read(dir.path().join("etc/hosts")).expect("read"), b"");
+        std::fs::write(dir.path().join("etc/hosts"), "x").expect("write");
+        target(&root, "/etc/hosts", true).expect("target again");
+        assert_eq!(std::fs::read(dir.path().join("etc/hosts")).expect("read"), b"x");
+    }
+
+    #[test]
     fn relative_drops_root_and_dots() {
         assert_eq!(relative("/../etc/./hosts"), PathBuf::from("etc/hosts"));
     }

@@ -351,10 +351,28 @@ fn a_console_becomes_stdio_the_controlling_terminal_and_dev_console() {
     assert_eq!(tty_nr, slave_rdev, "{stat}");
 }
 
+fn a_container_can_join_another_ones_pid_namespace() {
+    let (_state, rt) = state_dir();
+    let a = Bundle::new(&["sleep", "100"]);
+    let first = create(&rt, &a, "pid-a", Stdio::Inherit).expect("create a");
+    rt.start(&first.id).expect("start a");
+    let mut b = Bundle::new(&["sh", "-c", "echo $$; cat /proc/1/cmdline"]);
+    let pid_ns = format!("/proc/{}/ns/pid", first.pid.expect("pid"));
+    b.config["linux"]["namespaces"] = serde_json::json!([{"type": "pid", "path": pid_ns}, {"type": "mount"}, {"type": "uts"}]);
+    let (code, out) = run(&rt, &b, "pid-b");
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "the second container is not pid 1: {out}");
+    assert_eq!(lines[1].trim_end_matches('\0'), "sleep\0100", "pid 1 is the first container's init: {out}");
+    // This process's later children are back in its own pid namespace.
+    let own = std::fs::read_link("/proc/self/ns/pid").expect("own ns");
+    assert_eq!(std::fs::read_link("/proc/self/ns/pid_for_children").expect("children ns"), own);
+}
+
 fn main() {
     if !can_run() {
         eprintln!("skipping the container tests: they need root and /bin/busybox");
-        println!("0 passed, 0 failed, 13 skipped");
+        println!("0 passed, 0 failed, 14 skipped");
         return;
     }
     let tests: &[(&str, fn())] = &[
@@ -371,6 +389,7 @@ fn main() {
         ("exec_joins_the_running_containers_namespaces_and_cgroup", exec_joins_the_running_containers_namespaces_and_cgroup),
         ("a_read_only_root_refuses_writes", a_read_only_root_refuses_writes),
         ("a_console_becomes_stdio_the_controlling_terminal_and_dev_console", a_console_becomes_stdio_the_controlling_terminal_and_dev_console),
+        ("a_container_can_join_another_ones_pid_namespace", a_container_can_join_another_ones_pid_namespace),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
