@@ -6,7 +6,8 @@
 //! once, with every namespace flag in the clone itself (clone3 with CLONE_INTO_CGROUP on pure
 //! cgroup v2 hosts); the clone sets up the root filesystem and the process, blocks on `exec.fifo`
 //! until `start`, and execve's the user's command. The init is a direct child of the caller, so
-//! the caller can waitpid it. **The caller must be single-threaded** (the shim, or `berth
+//! the caller can waitpid it. Namespaces with a `path` are joined by the child with setns, except
+//! a pid namespace, which the parent enters just for the clone. **The caller must be single-threaded** (the shim, or `berth
 //! runtime`): cloning a multi-threaded process (a tokio runtime) can deadlock the child on a lock
 //! another thread held.
 //!

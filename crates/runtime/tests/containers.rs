@@ -363,7 +363,7 @@ fn a_container_can_join_another_ones_pid_namespace() {
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_ne!(lines[0], "1", "the second container is not pid 1: {out}");
-    assert_eq!(lines[1].trim_end_matches('\0'), "sleep\0100", "pid 1 is the first container's init: {out}");
+    assert_eq!(lines[1].trim_end_matches('\0'), "sleep\u{0}100", "pid 1 is the first container's init: {out}");
     // This process's later children are back in its own pid namespace.
     let own = std::fs::read_link("/proc/self/ns/pid").expect("own ns");
     assert_eq!(std::fs::read_link("/proc/self/ns/pid_for_children").expect("children ns"), own);
