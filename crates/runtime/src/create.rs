@@ -292,3 +292,46 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| Error::io(format!("writing pid file {}", path.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clone3 path with CLONE_INTO_CGROUP, on whatever cgroup2 mount the host has (the
+    /// unified hierarchy of a hybrid host will do).
+    #[test]
+    fn clone_into_cgroup_starts_the_child_inside_it() {
+        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|m| nix::sys::statfs::statfs(*m).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC));
+        let (Some(mount), true) = (mount, nix::unistd::geteuid().is_root()) else {
+            eprintln!("skipping: needs root and a cgroup2 mount");
+            return;
+        };
+        let name = format!("berth-clone3-test-{}", std::process::id());
+        let dir = Path::new(mount).join(&name);
+        std::fs::create_dir(&dir).expect("mkdir cgroup");
+        use std::os::unix::fs::OpenOptionsExt;
+        let fd = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC).open(&dir).expect("open cgroup");
+        // SAFETY: the child only sleeps in a raw syscall and exits, which is fine after fork of a
+        // multi-threaded test process.
+        let (pid, placed) = unsafe { clone_init(0, Some(&fd)) }.expect("clone");
+        if pid == 0 {
+            let ts = libc::timespec { tv_sec: 10, tv_nsec: 0 };
+            // SAFETY: raw syscalls only.
+            unsafe {
+                libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, std::ptr::null_mut::<libc::timespec>());
+                libc::_exit(0);
+            }
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = std::fs::remove_dir(&dir);
+        assert!(placed, "clone3 placed the child");
+        assert!(cgroup.lines().any(|l| l == format!("0::/{name}")), "{cgroup}");
+    }
+}
