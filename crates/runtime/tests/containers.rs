@@ -130,6 +130,14 @@ fn run(rt: &Runtime, b: &Bundle, name: &str) -> (i32, String) {
     (code, s)
 }
 
+/// The runtime removes a container's own cgroup, not the parents it made on the way: remove the
+/// shared `/berth-test` parent in every hierarchy (it stays while another test still uses it).
+fn remove_test_cgroup_parents() {
+    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(h.path().join("berth-test"));
+    }
+}
+
 fn state_dir() -> (tempfile::TempDir, Runtime) {
     let dir = tempfile::tempdir().expect("state");
     let rt = Runtime::new(dir.path());
@@ -202,8 +210,7 @@ fn memory_and_pids_limits_land_in_the_containers_cgroup() {
     rt.delete(&c.id, false).expect("delete");
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory{cg}")).exists(), "cgroup removed");
     assert!(matches!(rt.state(&c.id), Err(runtime::Error::NotFound(_))), "state removed");
-    let _ = std::fs::remove_dir("/sys/fs/cgroup/memory/berth-test");
-    let _ = std::fs::remove_dir("/sys/fs/cgroup/pids/berth-test");
+    remove_test_cgroup_parents();
 }
 
 fn user_rlimits_umask_and_working_directory_are_applied() {
@@ -312,7 +319,7 @@ fn exec_joins_the_running_containers_namespaces_and_cgroup() {
     assert_eq!(c.wait(), 137);
     assert_eq!(serde_json::to_value(rt.state(&c.id).expect("state")).expect("json")["status"], "stopped");
     rt.delete(&c.id, false).expect("delete");
-    let _ = std::fs::remove_dir("/sys/fs/cgroup/pids/berth-test");
+    remove_test_cgroup_parents();
 }
 
 fn a_read_only_root_refuses_writes() {
@@ -409,6 +416,8 @@ fn main() {
             }
         }
     }
+    // Also after a failed test, whose guard removed its container but not the parent.
+    remove_test_cgroup_parents();
     println!("{passed} passed, {failed} failed, {skipped} skipped");
     if failed > 0 {
         std::process::exit(1);
