@@ -3,8 +3,7 @@
 //! bundle. Single-threaded by construction: main.rs dispatches here before any tokio start-up,
 //! which the runtime's clone of the calling process requires.
 use std::ffi::OsString;
-use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -200,7 +199,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let terminal = p["terminal"].as_bool().unwrap_or(false);
             let process: runtime::OciProcess = serde_json::from_value(p).context("process")?;
             let (stdio, master) = match (terminal, console_socket) {
-                (true, Some(sock)) => (console_via_socket(&sock)?, None),
+                (true, Some(sock)) => (exec_console_via_socket(&rt, &id, &sock)?, None),
                 (true, None) => {
                     let pty = nix::pty::openpty(&winsize(), None).context("allocating a pty")?;
                     (runtime::Stdio::Console(pty.slave), Some(pty.master))
@@ -256,17 +255,22 @@ fn exec_process(rt: &runtime::Runtime, id: &str, file: Option<&Path>, command: &
     Ok(p)
 }
 
-/// A new pty whose master goes to the socket's listener (as runc's --console-socket); the slave
-/// becomes the container's terminal.
+/// runc's --console-socket: the container's init makes a pty in its own devpts and sends the
+/// master to the socket's listener; the slave becomes the container's terminal.
 fn console_via_socket(sock: &Path) -> anyhow::Result<runtime::Stdio> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-    let pty = nix::pty::openpty(None, None).context("allocating a pty")?;
     let stream = std::os::unix::net::UnixStream::connect(sock).with_context(|| format!("connecting to {}", sock.display()))?;
-    let name = b"/dev/ptmx";
-    let fds = [pty.master.as_raw_fd()];
-    sendmsg::<UnixAddr>(stream.as_raw_fd(), &[IoSlice::new(name)], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .with_context(|| format!("sending the pty master to {}", sock.display()))?;
-    Ok(runtime::Stdio::Console(pty.slave))
+    Ok(runtime::Stdio::NewConsole(stream.into()))
+}
+
+/// --console-socket for exec: a pty from the container's devpts, opened from outside through
+/// /proc/<init>/root, whose master goes to the socket's listener.
+fn exec_console_via_socket(rt: &runtime::Runtime, id: &str, sock: &Path) -> anyhow::Result<runtime::Stdio> {
+    let pid = rt.state(id)?.pid().with_context(|| format!("container {id} is not running"))?;
+    let ptmx = PathBuf::from(format!("/proc/{pid}/root/dev/pts/ptmx"));
+    let (master, slave, _) = runtime::pty::open_in(&ptmx).with_context(|| format!("opening a pty in container {id}"))?;
+    let stream = std::os::unix::net::UnixStream::connect(sock).with_context(|| format!("connecting to {}", sock.display()))?;
+    runtime::pty::send_master(&stream, &master).with_context(|| format!("sending the pty master to {}", sock.display()))?;
+    Ok(runtime::Stdio::Console(slave))
 }
 
 fn winsize() -> nix::pty::Winsize {

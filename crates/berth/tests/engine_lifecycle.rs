@@ -222,6 +222,25 @@ fn stdin_reaches_run_and_exec_and_closes_with_the_client() {
 }
 
 #[test]
+fn a_tty_is_the_containers_own_pty_as_under_docker() {
+    if !can_run() {
+        return;
+    }
+    let e = TestEngine::start();
+    e.import_busybox("bb:1");
+    // The pty comes from the container's devpts: its name there is /dev/pts/0 and /dev/console
+    // is that same pty (a host pty would show up as /dev/console with a host number).
+    let out = e.ok(&["run", "-t", "--rm", "bb:1", "sh", "-c", "tty; stat -c %t:%T /dev/console /dev/pts/0"]);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines.first(), Some(&"/dev/pts/0"), "{out:?}");
+    assert_eq!(lines.get(1), lines.get(2), "/dev/console is not the container's pty: {out:?}");
+    e.ok(&["run", "-d", "-t", "--name", "term", "bb:1", "sleep", "1000"]);
+    let out = e.ok(&["exec", "-t", "term", "tty"]);
+    assert_eq!(out.trim(), "/dev/pts/1", "exec gets the next pty of the same devpts");
+    e.ok(&["rm", "-f", "term"]);
+}
+
+#[test]
 fn the_runtime_cli_runs_a_bundle_like_runc() {
     if !can_run() {
         return;

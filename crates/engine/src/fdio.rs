@@ -3,7 +3,6 @@
 //! must stream the same way.
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -104,30 +103,9 @@ pub fn pty(width: u16, height: u16) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((p.master, p.slave))
 }
 
-/// A pty pair from the devpts instance whose `ptmx` is given (a container's own
-/// `/proc/<pid>/root/dev/pts/ptmx`), so that the slave has a name inside that container and
-/// `tty` there prints `/dev/pts/N`. The slave comes from TIOCGPTPEER: no path lookup in the
-/// container's filesystem.
+/// A pty pair from a container's own devpts (`/proc/<pid>/root/dev/pts/ptmx`), sized.
 pub fn pty_in(ptmx: &std::path::Path, width: u16, height: u16) -> io::Result<(OwnedFd, OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let master: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(ptmx)?
-        .into();
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int we own; TIOCGPTPEER returns a new fd we take ownership of.
-    let slave = unsafe {
-        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        OwnedFd::from_raw_fd(fd)
-    };
+    let (master, slave, _) = runtime::pty::open_in(ptmx)?;
     resize(&master, width, height)?;
     Ok((master, slave))
 }

@@ -143,6 +143,7 @@ fn child_stdio(stdio: &Stdio) -> (ChildStdio, Option<String>) {
             // The slave's host path, bound over the container's /dev/console.
             std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok().and_then(|p| p.to_str().map(String::from)),
         ),
+        Stdio::NewConsole(socket) => (ChildStdio::NewConsole(socket.as_raw_fd()), None),
     }
 }
 

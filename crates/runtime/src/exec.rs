@@ -28,6 +28,8 @@ pub fn run(
         Stdio::Inherit => ChildStdio::Inherit,
         Stdio::Fds { stdin, stdout, stderr } => ChildStdio::Fds([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]),
         Stdio::Console(slave) => ChildStdio::Console(slave.as_raw_fd()),
+        // An exec's caller opens its pty through /proc/<pid>/root/dev/pts/ptmx itself.
+        Stdio::NewConsole(_) => return Err(Error::Unsupported("console sockets for exec".to_string())),
     };
     // cgroup.procs files opened here, so the forked intermediate joins with write(2) alone.
     let join = cgroup.map(|c| c.prepare_join()).transpose()?;

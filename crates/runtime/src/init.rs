@@ -78,7 +78,11 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
         loopback_up();
     }
     setup_rootfs(plan)?;
-    process::setup_stdio(plan.stdio).map_err(fail)?;
+    let stdio = match plan.stdio {
+        ChildStdio::NewConsole(socket) => ChildStdio::Console(open_console(socket)?),
+        other => other,
+    };
+    process::setup_stdio(stdio).map_err(fail)?;
     // Without no_new_privs the filter must go on while we still hold CAP_SYS_ADMIN (runc's order).
     if !cfg.process.no_new_privileges {
         if let Some(f) = plan.seccomp {
@@ -108,6 +112,22 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
             unsafe { libc::_exit(process::exec_exit_code(errno)) }
         }
     }
+}
+
+/// A pty from the container's own devpts (we are past pivot_root): the slave is bound over
+/// /dev/console and returned; the master goes to whoever holds the other end of `socket`.
+fn open_console(socket: RawFd) -> Result<RawFd, Failure> {
+    let (master, slave, number) = crate::pty::open_in(Path::new("/dev/ptmx")).map_err(|e| fail(format!("opening a pty in the container: {e}")))?;
+    // /dev is the container's own tmpfs: the bind target can be made there even on a read-only root.
+    let root = nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail(format!("opening the container's root: {e}")))?;
+    let target = mounts::target(&root, "/dev/console", true).map_err(fail)?;
+    mnt(Some(&format!("/dev/pts/{number}")), &fd_path(&target), None, MsFlags::MS_BIND, None)?;
+    // SAFETY: `socket` is the console socket's fd, open in this process for the whole init.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+    crate::pty::send_master(&socket, &master).map_err(|e| fail(format!("sending the pty master over the console socket: {e}")))?;
+    // The slave lives on as 0, 1, 2 (its own fd is close-on-exec).
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(slave))
 }
 
 /// Blocks on the exec fifo until `start` opens it for reading.

@@ -25,6 +25,7 @@ mod exec;
 mod init;
 mod mounts;
 mod process;
+pub mod pty;
 mod report;
 mod state;
 
@@ -149,6 +150,11 @@ pub enum Stdio {
     Fds { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
     /// A pty slave: it becomes 0, 1, 2 and the controlling terminal (and /dev/console).
     Console(OwnedFd),
+    /// A connected unix socket (runc's console socket): the init opens a pty in the container's
+    /// own devpts, sends the master back over this socket (SCM_RIGHTS, with the name
+    /// "/dev/ptmx") and makes the slave its terminal, so `tty` inside prints /dev/pts/0 as
+    /// under Docker rather than the name of a host pty.
+    NewConsole(OwnedFd),
 }
 
 pub struct CreateOptions {

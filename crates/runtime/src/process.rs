@@ -46,6 +46,8 @@ pub enum ChildStdio {
     Inherit,
     Fds([RawFd; 3]),
     Console(RawFd),
+    /// A console socket; the init turns it into `Console` (see `init::open_console`).
+    NewConsole(RawFd),
 }
 
 pub fn setup_stdio(stdio: ChildStdio) -> Result<(), String> {
@@ -60,6 +62,7 @@ pub fn setup_stdio(stdio: ChildStdio) -> Result<(), String> {
             }
             Ok(())
         }
+        ChildStdio::NewConsole(_) => Err("a console socket must be opened by the init".to_string()),
         ChildStdio::Console(slave) => {
             // SAFETY: a new session, then the pty slave becomes the controlling terminal and stdio.
             unsafe {

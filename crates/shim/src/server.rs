@@ -86,7 +86,7 @@ fn start(cfg: &ShimConfig) -> Result<Shim, StartError> {
     let defaults = ChildDefaults::protect_self();
     let signals = ChildSignals::install().map_err(|e| StartError::internal(format!("installing the SIGCHLD handler: {e}")))?;
     let log = File::options().create(true).append(true).open(&cfg.log).map_err(|e| StartError::internal(format!("opening the log {}: {e}", cfg.log.display())))?;
-    let (io, child_stdio) = crate::stdio::create(cfg.tty, cfg.stdin).map_err(|e| StartError::internal(format!("creating the container's stdio: {e}")))?;
+    let (mut io, child_stdio) = crate::stdio::create(cfg.tty, cfg.stdin).map_err(|e| StartError::internal(format!("creating the container's stdio: {e}")))?;
     let listener = bind(&cfg.state_dir).map_err(|e| StartError::internal(format!("binding {}: {e}", cfg.state_dir.join(protocol::SOCKET).display())))?;
     let socket = cfg.state_dir.join(protocol::SOCKET);
 
@@ -104,6 +104,14 @@ fn start(cfg: &ShimConfig) -> Result<Shim, StartError> {
         let _ = std::fs::remove_file(&socket);
         err
     };
+    if created.is_ok() {
+        if let Err(e) = io.receive_console() {
+            let _ = rt.delete(&cfg.id, true);
+            reap_all();
+            let _ = std::fs::remove_file(&socket);
+            return Err(StartError::internal(format!("receiving the container's pty: {e}")));
+        }
+    }
     let pid = match created {
         Ok(c) => match rt.start(&cfg.id) {
             Ok(()) => c.pid,

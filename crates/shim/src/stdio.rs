@@ -13,25 +13,22 @@ pub struct ContainerIo {
     pub stdin: Option<OwnedFd>,
     /// The pty master, with `--tty`.
     pub master: Option<OwnedFd>,
+    /// Our end of the console socket, until the master has come through it.
+    console: Option<OwnedFd>,
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
-fn set_cloexec(fd: &OwnedFd) -> std::io::Result<()> {
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map(drop).map_err(std::io::Error::from)
-}
-
-/// Creates the container's stdio; the second value goes to the runtime.
+/// Creates the container's stdio; the second value goes to the runtime. With `tty` the pty is
+/// made by the container's init in its own devpts and its master arrives later, through
+/// [`ContainerIo::receive_console`].
 pub fn create(tty: bool, stdin: bool) -> std::io::Result<(ContainerIo, runtime::Stdio)> {
     if tty {
-        let p = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-        set_cloexec(&p.master)?;
-        set_cloexec(&p.slave)?;
-        let reader = File::from(p.master.try_clone()?);
-        let io = ContainerIo { outputs: vec![(Stream::Stdout, reader)], stdin: None, master: Some(p.master) };
-        return Ok((io, runtime::Stdio::Console(p.slave)));
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let io = ContainerIo { outputs: Vec::new(), stdin: None, master: None, console: Some(ours.into()) };
+        return Ok((io, runtime::Stdio::NewConsole(theirs.into())));
     }
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -41,11 +38,37 @@ pub fn create(tty: bool, stdin: bool) -> std::io::Result<(ContainerIo, runtime::
     } else {
         (File::open("/dev/null")?.into(), None)
     };
-    let io = ContainerIo { outputs: vec![(Stream::Stdout, File::from(out_r)), (Stream::Stderr, File::from(err_r))], stdin: keep, master: None };
+    let io = ContainerIo { outputs: vec![(Stream::Stdout, File::from(out_r)), (Stream::Stderr, File::from(err_r))], stdin: keep, master: None, console: None };
     Ok((io, runtime::Stdio::Fds { stdin: child_stdin, stdout: out_w, stderr: err_w }))
 }
 
 impl ContainerIo {
+    /// With a tty: takes the pty master the container's init sent (it is already queued on the
+    /// socket once `create` has returned) and reads the container's output from it.
+    pub fn receive_console(&mut self) -> std::io::Result<()> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let Some(socket) = self.console.take() else { return Ok(()) };
+        let mut name = [0u8; 64];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut name)];
+        let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT)
+            .map_err(std::io::Error::from)?;
+        let mut master = None;
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: SCM_RIGHTS installed this fd in our table; nobody else owns it.
+                    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    master.get_or_insert(owned);
+                }
+            }
+        }
+        let master = master.ok_or_else(|| std::io::Error::other("the container's init sent no pty master"))?;
+        self.outputs = vec![(Stream::Stdout, File::from(master.try_clone()?))];
+        self.master = Some(master);
+        Ok(())
+    }
+
     /// The fd a `stdin` request hands out: a dup of the pty master (any number of times), or the
     /// pipe's write end once, after which the shim keeps no copy (Docker's StdinOnce: the
     /// container sees EOF when the client closes it).
@@ -98,9 +121,15 @@ mod tests {
     }
 
     #[test]
-    fn a_tty_sets_its_size_and_hands_out_the_master_repeatedly() {
+    fn a_tty_master_arrives_over_the_console_socket_then_sets_its_size_and_is_handed_out_repeatedly() {
         let (mut io, child) = create(true, true).expect("stdio");
-        let runtime::Stdio::Console(slave) = child else { panic!("console expected") };
+        let runtime::Stdio::NewConsole(socket) = child else { panic!("console socket expected") };
+        assert!(io.resize(100, 30).is_err(), "no master before the init sent it");
+        // What the container's init does: a pty, the master sent back, the slave kept.
+        let (master, slave, _) = runtime::pty::open_in(std::path::Path::new("/dev/ptmx")).expect("pty");
+        runtime::pty::send_master(&socket, &master).expect("send");
+        drop(master);
+        io.receive_console().expect("receive");
         io.resize(100, 30).expect("resize");
         let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCGWINSZ writes into the winsize we own.
