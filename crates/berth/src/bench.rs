@@ -23,6 +23,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = tempdir()?;
     let result = bench_in(&exe, &tmp, &args);
     let _ = std::fs::remove_dir_all(&tmp);
+    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(format!("berth-bench-{}", std::process::id())));
+    }
     result
 }
 
@@ -87,6 +90,9 @@ fn bench_in(exe: &Path, tmp: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path)?)?;
     cfg["process"]["terminal"] = false.into();
     cfg["process"]["args"] = serde_json::json!(["true"]);
+    // Both runtimes make and remove a cgroup per run, as the engine's containers have (runc makes
+    // one even without a path; berth's runtime only when asked).
+    cfg["linux"]["cgroupsPath"] = serde_json::json!(format!("/berth-bench-{}", std::process::id()));
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
 
     // A private engine on its own root.

@@ -205,7 +205,10 @@ pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Resu
     };
     // SAFETY: the caller is single-threaded (documented on `Runtime`); the child only runs
     // `init::run`, which never returns.
-    let (pid, placed) = match unsafe { clone_in_pid_ns(ns.flags, cgroup_dir.as_ref(), ns.join_pid.as_ref()) } {
+    // A cgroup namespace is rooted at the cgroup its creator is in: the init unshares it itself,
+    // once it is in its own cgroup.
+    let new_cgroup_ns = ns.flags & libc::CLONE_NEWCGROUP != 0;
+    let (pid, placed) = match unsafe { clone_in_pid_ns(ns.flags & !libc::CLONE_NEWCGROUP, cgroup_dir.as_ref(), ns.join_pid.as_ref()) } {
         Ok(r) => r,
         Err(e) => {
             if let Some(cg) = &cgroup {
@@ -231,17 +234,30 @@ pub fn create(id: &str, bundle: &Path, dir: &Path, opts: &CreateOptions) -> Resu
             cgroup: cgroup.as_ref(),
             cgroup_v2,
             console_path,
+            new_cgroup_ns,
         });
     }
     drop(report_w);
     drop(go_r);
+    let release = |go_w: OwnedFd| {
+        // SAFETY: one byte from a local buffer to the child's go pipe.
+        unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    };
+    // Joining the v1 hierarchies (a cgroup.procs write each, which can wait for an RCU grace
+    // period in the kernel) and the init's mounts do not depend on each other, so they overlap.
+    // The init cannot execve before `start`, which comes after this function has returned, so
+    // the container's process always begins inside its cgroup.
+    // An init that will unshare a cgroup namespace waits until it is placed.
+    let overlap = placed || !new_cgroup_ns;
+    let mut go_w = Some(go_w);
+    if overlap {
+        go_w.take().map(release);
+    }
     if let Err(e) = parent_setup(pid, &cfg, if placed { None } else { cgroup.as_ref() }) {
         abort(pid, cgroup.as_ref());
         return Err(setup(e));
     }
-    // SAFETY: one byte from a local buffer to the child's go pipe.
-    unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
-    drop(go_w);
+    go_w.take().map(release);
     match report::recv(report_r.as_raw_fd()) {
         Some((report::READY, _)) => {}
         Some((_, msg)) => {

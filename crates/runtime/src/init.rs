@@ -30,6 +30,8 @@ pub struct InitPlan<'a> {
     pub cgroup_v2: bool,
     /// Host path of the pty slave (bound over /dev/console).
     pub console_path: Option<String>,
+    /// Unshare a cgroup namespace (after the parent has placed us in our cgroup).
+    pub new_cgroup_ns: bool,
 }
 
 /// Runs in the child; never returns.
@@ -73,6 +75,10 @@ fn setup(plan: &InitPlan<'_>, fifo: Option<OwnedFd>) -> Result<std::convert::Inf
         if unsafe { libc::setns(ns.as_raw_fd(), 0) } < 0 {
             return Err(fail(format!("joining a namespace: {}", std::io::Error::last_os_error())));
         }
+    }
+    // SAFETY: unshare(2) with a constant flag.
+    if plan.new_cgroup_ns && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(fail(format!("creating the cgroup namespace: {}", std::io::Error::last_os_error())));
     }
     if plan.new_net {
         loopback_up();

@@ -213,6 +213,19 @@ fn memory_and_pids_limits_land_in_the_containers_cgroup() {
     remove_test_cgroup_parents();
 }
 
+fn a_cgroup_namespace_is_rooted_at_the_containers_own_cgroup() {
+    let (_state, rt) = state_dir();
+    let mut b = Bundle::new(&["grep", ":memory:", "/proc/self/cgroup"]);
+    let cg = format!("/berth-test/{}", unique("cgns"));
+    b.config["linux"]["cgroupsPath"] = serde_json::json!(cg);
+    b.config["linux"]["namespaces"].as_array_mut().expect("namespaces").push(serde_json::json!({"type": "cgroup"}));
+    let (code, out) = run(&rt, &b, "cgns");
+    assert_eq!(code, 0, "{out}");
+    // Seen from inside its namespace, the container's cgroup is the root (as runc makes it).
+    assert!(out.trim().ends_with(":memory:/"), "{out}");
+    remove_test_cgroup_parents();
+}
+
 fn user_rlimits_umask_and_working_directory_are_applied() {
     let (_state, rt) = state_dir();
     let mut b = Bundle::new(&["sh", "-c", "id; ulimit -n; umask; pwd; stat -c '%F %t:%T %a %u:%g' /dev/mynull /dev/null; echo $HOME"]);
@@ -388,6 +401,7 @@ fn main() {
         ("masked_and_read_only_paths_hide_and_protect_the_host", masked_and_read_only_paths_hide_and_protect_the_host),
         ("sysctls_of_the_containers_namespaces_are_written", sysctls_of_the_containers_namespaces_are_written),
         ("memory_and_pids_limits_land_in_the_containers_cgroup", memory_and_pids_limits_land_in_the_containers_cgroup),
+        ("a_cgroup_namespace_is_rooted_at_the_containers_own_cgroup", a_cgroup_namespace_is_rooted_at_the_containers_own_cgroup),
         ("user_rlimits_umask_and_working_directory_are_applied", user_rlimits_umask_and_working_directory_are_applied),
         ("a_missing_executable_fails_at_create", a_missing_executable_fails_at_create),
         ("an_execve_failure_is_reported_by_start", an_execve_failure_is_reported_by_start),
