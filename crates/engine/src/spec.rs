@@ -12,26 +12,6 @@ use crate::user::ExecUser;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Docker's masked paths: bound over with /dev/null (files) or an empty read-only tmpfs (dirs).
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's read-only paths.
-pub const READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-
 /// The run defaults an image carries in its config (`config` of the OCI image config).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -154,8 +134,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
         "sysctl": hc.sysctls,
     });
     if !hc.privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        linux["maskedPaths"] = json!(runtime::MASKED_PATHS);
+        linux["readonlyPaths"] = json!(runtime::READONLY_PATHS);
         linux["seccomp"] = serde_json::to_value(seccomp::default_profile(&caps))
             .map_err(|e| Error::Internal(format!("seccomp profile: {e}")))?;
     }
