@@ -3,7 +3,7 @@
 //! bundle. Single-threaded by construction: main.rs dispatches here before any tokio start-up,
 //! which the runtime's clone of the calling process requires.
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -128,6 +128,13 @@ static FORWARD: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn record_signal(sig: libc::c_int) {
     FORWARD.store(sig, Ordering::SeqCst);
+}
+
+/// Set by SIGWINCH: our terminal changed size and the container's pty should follow.
+static RESIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn record_resize(_: libc::c_int) {
+    RESIZED.store(true, Ordering::SeqCst);
 }
 
 /// SIGTERM and SIGHUP to the foreground `run` go to the container; SIGINT and SIGQUIT from the
@@ -308,6 +315,11 @@ impl Drop for RawMode {
 fn relay(master: &OwnedFd, pid: i32) -> anyhow::Result<u8> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let _raw = RawMode::enter();
+    {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        // SAFETY: the handler only stores into an atomic.
+        let _ = unsafe { sigaction(Signal::SIGWINCH, &SigAction::new(SigHandler::Handler(record_resize), SaFlags::empty(), SigSet::empty())) };
+    }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut stdin_open = true;
@@ -320,6 +332,12 @@ fn relay(master: &OwnedFd, pid: i32) -> anyhow::Result<u8> {
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("polling the terminal"),
+        }
+        if RESIZED.swap(false, Ordering::SeqCst) {
+            let ws = winsize();
+            // SAFETY: TIOCSWINSZ reads the winsize we own; the kernel signals the container's
+            // foreground process group.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         }
         let master_ev = fds[0].revents().unwrap_or(PollFlags::empty());
         let stdin_ev = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
