@@ -130,3 +130,21 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets history before `revision` (the latest value of each live key stays).
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
+
+mod etcd;
+mod sqlite;
+
+pub use etcd::EtcdStore;
+pub use sqlite::SqliteStore;
+
+/// The datastore for a server: etcd when `endpoint` is given (`http://host:port`, comma-separated
+/// for a cluster), else SQLite in `root`.
+pub async fn open(endpoint: Option<&str>, root: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match endpoint.filter(|e| !e.is_empty()) {
+        Some(endpoints) => {
+            let list: Vec<&str> = endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+            std::sync::Arc::new(EtcdStore::connect(&list, "").await?)
+        }
+        None => std::sync::Arc::new(SqliteStore::open(root)?),
+    })
+}
