@@ -17,6 +17,7 @@ mod http;
 mod image;
 mod inspect;
 mod ps;
+mod pull;
 mod run;
 mod system;
 mod table;
@@ -72,6 +73,8 @@ enum Cmd {
     Rmi(image::RmiArgs),
     /// Import the contents from a tarball to create a filesystem image.
     Import(image::ImportArgs),
+    /// Download an image from a registry.
+    Pull(pull::PullArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(image::TagArgs),
     /// Return low-level information on containers or images.
@@ -97,6 +100,9 @@ struct EngineArgs {
     /// Verbose logs.
     #[arg(long)]
     debug: bool,
+    /// A registry (host[:port]) to speak plain HTTP to; loopback registries always are. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
 }
 
 /// What went wrong talking to the engine, printed as docker prints it.
@@ -180,7 +186,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Engine(a) => return finish(crate::daemon::run(crate::daemon::EngineOptions { root: a.root, socket: a.socket, debug: a.debug })),
+        Cmd::Engine(a) => return finish(crate::daemon::run(crate::daemon::EngineOptions { root: a.root, socket: a.socket, debug: a.debug, insecure_registries: a.insecure_registries })),
         Cmd::Bench(a) => return finish(crate::bench::run(a)),
         _ => {}
     }
@@ -267,6 +273,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Images(a) => image::images(c, a).await,
         Cmd::Rmi(a) => image::rmi(c, a).await,
         Cmd::Import(a) => image::import(c, a).await,
+        Cmd::Pull(a) => pull::pull(c, a).await,
         Cmd::Tag(a) => image::tag(c, a).await,
         Cmd::Inspect(a) => inspect::inspect(c, a).await,
         Cmd::Version(a) => system::version(c, a).await,

@@ -14,6 +14,8 @@ pub struct EngineOptions {
     pub socket: PathBuf,
     /// Verbose logs.
     pub debug: bool,
+    /// Registries spoken to over plain HTTP (besides loopback ones).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Runs the engine in the foreground until SIGINT/SIGTERM.
@@ -40,7 +42,7 @@ pub fn run(opts: EngineOptions) -> anyhow::Result<()> {
 
 async fn serve(opts: EngineOptions) -> anyhow::Result<()> {
     let berth_binary = std::env::current_exe().context("locating the berth binary")?;
-    let engine = engine::Engine::open(engine::Options { root: opts.root.clone(), berth_binary })
+    let engine = engine::Engine::open(engine::Options { root: opts.root.clone(), berth_binary, insecure_registries: opts.insecure_registries.clone() })
         .await
         .with_context(|| format!("opening the engine root {}", opts.root.display()))?;
     let shutdown = CancellationToken::new();

@@ -53,6 +53,11 @@ impl From<engine::Error> for ApiError {
                 image::Error::Conflict { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            E::Registry(r) => match r {
+                registry::Error::ManifestUnknown { .. } | registry::Error::BlobUnknown { .. } => StatusCode::NOT_FOUND,
+                registry::Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &e {

@@ -190,3 +190,30 @@ mod tests {
         assert_eq!(human_duration(3 * 86400), "3 days");
     }
 }
+
+/// Docker's decimal size units as its progress bars print them: `1.23MB`, `512B`, `10.5kB`.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        let s = format!("{v:.3}");
+        // Four significant digits, as Go's %.4g.
+        let trimmed: String = s.chars().take(if v >= 100.0 { 5 } else { 4 }).collect();
+        format!("{}{}", trimmed.trim_end_matches('.'), units[i])
+    }
+}
+
+/// `[=====>        ]  1.2MB/2.3MB`, the bar Docker's JSON progress carries.
+pub fn progress_bar(current: u64, total: u64) -> String {
+    const WIDTH: u64 = 50;
+    let filled = if total == 0 { 0 } else { (current.min(total) * WIDTH / total) as usize };
+    let bar = if filled >= WIDTH as usize { "=".repeat(WIDTH as usize) } else { format!("{}>{}", "=".repeat(filled), " ".repeat(WIDTH as usize - filled - 1)) };
+    format!("[{bar}] {:>8}/{}", human_size(current), human_size(total))
+}

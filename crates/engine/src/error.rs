@@ -20,6 +20,8 @@ pub enum Error {
     Image(#[from] image::Error),
     #[error("snapshot: {0}")]
     Snapshot(#[from] snapshot::Error),
+    #[error("{0}")]
+    Registry(#[from] registry::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,

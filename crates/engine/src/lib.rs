@@ -17,6 +17,7 @@ mod etc;
 mod exec;
 pub mod fdio;
 mod images;
+mod pull;
 mod lifecycle;
 mod logs;
 pub mod model;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 pub use error::{Error, Result};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
 pub use images::ImportRequest;
+pub use pull::{Progress, PullRequest};
 pub use lifecycle::{CreateRequest, WaitCondition};
 pub use logs::{LogEntry, LogOptions, LogStream, Stream as LogStreamKind};
 pub use model::{ContainerConfig, ContainerRecord, HostConfig, State, Status};
@@ -44,6 +46,8 @@ pub struct Options {
     pub root: PathBuf,
     /// The berth binary, run as `berth shim …` for each container.
     pub berth_binary: PathBuf,
+    /// Registries spoken to over plain HTTP besides loopback ones (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Cheap to clone; all clones share one engine.
@@ -60,6 +64,8 @@ struct Inner {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
     cgroup_v2: bool,
+    /// The distribution client (its construction error, should TLS set-up have failed).
+    registry: std::result::Result<registry::Client, String>,
 }
 
 /// One container: its record, a channel that tells waiters of every change, and a lock that
@@ -113,6 +119,7 @@ impl Engine {
                 containers: Mutex::new(HashMap::new()),
                 execs: Mutex::new(HashMap::new()),
                 cgroup_v2,
+                registry: registry::Client::new(registry::Options { insecure_registries: opts.insecure_registries.clone() }).map_err(|e| e.to_string()),
             }),
         };
         engine.restore().await?;

@@ -190,6 +190,17 @@ impl ImageStore {
         Err(Error::NotFound(name.to_string()))
     }
 
+    /// Held while new content is written outside `import` (a pull, a load): garbage collection
+    /// waits for it, so blobs and layers not yet referenced by an image are not collected.
+    pub fn ingest_lease(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.ingest.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The snapshotter holding this store's layers.
+    pub fn snapshots(&self) -> &std::sync::Arc<snapshot::Snapshotter> {
+        &self.snapshots
+    }
+
     /// By familiar or full name (tag or digest), full id, hex id or unique id prefix.
     pub fn get(&self, name_or_id: &str) -> Result<Image, Error> {
         let entries = self.read();

@@ -188,6 +188,12 @@ impl Snapshotter {
                 return Err(Error::LayerNotFound(p.to_string()));
             }
         }
+        self.begin_layer_over(parent)
+    }
+
+    /// Like `begin_layer`, for a parent that may still be unpacking (a pull unpacks every layer at
+    /// once); `commit` fails unless the parent has been committed by then.
+    pub fn begin_layer_over(&self, parent: Option<&str>) -> Result<PendingLayer<'_>, Error> {
         let dir = self.root.join("tmp").join(format!("{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(dir.join("fs")).map_err(io(format!("creating {}", dir.display())))?;
         Ok(PendingLayer { snapshotter: self, dir, parent: parent.map(String::from), committed: false })

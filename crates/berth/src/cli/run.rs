@@ -233,13 +233,14 @@ async fn create_container(c: &Client, a: &RunArgs) -> CliResult<String> {
             CliError::Daemon { status: 404, message } if message.contains("No such image") => {
                 let image = with_default_tag(a.image());
                 eprintln!("Unable to find image '{image}' locally");
-                let repo = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
-                Err(CliError::Daemon {
-                    status: 404,
-                    message: format!(
-                        "pull access denied for {repo}: berth cannot pull from registries yet; load the image with 'berth import'"
-                    ),
-                })
+                super::pull::run_pull(c, &image, None, false, true).await?;
+                let body = a.create_body(&read_env_files(a)?, &|k| std::env::var(k).ok()).map_err(CliError::Other)?;
+                let opts = CreateContainerOptions { name: a.name.clone(), platform: String::new() };
+                let r = c.docker.create_container(Some(opts), body).await.map_err(|e| c.err(e))?;
+                for w in r.warnings {
+                    eprintln!("WARNING: {w}");
+                }
+                Ok(r.id)
             }
             other => Err(other),
         },

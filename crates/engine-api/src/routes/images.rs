@@ -4,7 +4,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use super::{filters, flag, Params, Shared};
@@ -64,12 +64,96 @@ pub async fn create(State(engine): State<Shared>, q: Params, req: Request) -> Ap
         });
     }
     if let Some(from) = q.get("fromImage") {
-        let tag = q.get("tag").filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default();
-        return Err(ApiError::not_found(format!(
-            "pull access denied for {from}{tag}: berth cannot pull from registries yet; import the image with 'berth import' instead"
-        )));
+        let request = engine::PullRequest {
+            image: from.clone(),
+            tag: q.get("tag").cloned().unwrap_or_default(),
+            platform: q.get("platform").cloned(),
+            credentials: registry_auth(req.headers()),
+        };
+        return pull(engine, request).await;
     }
     Err(ApiError::bad_request("either fromSrc or fromImage must be given"))
+}
+
+/// Credentials from the `X-Registry-Auth` header: base64url of `{"username","password",…}`.
+pub(crate) fn registry_auth(headers: &axum::http::HeaderMap) -> Option<registry::Credentials> {
+    use base64::Engine as _;
+    let raw = headers.get("x-registry-auth")?.to_str().ok()?.trim();
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw.trim_end_matches('='))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&decoded).ok()?;
+    let username = v["username"].as_str().unwrap_or_default();
+    let password = v["password"].as_str().or_else(|| v["identitytoken"].as_str()).unwrap_or_default();
+    (!username.is_empty() || !password.is_empty()).then(|| registry::Credentials { username: username.into(), password: password.into() })
+}
+
+/// One progress message as Docker's JSON stream writes it.
+pub(crate) fn progress_json(p: &engine::Progress) -> Value {
+    let mut v = json!({"status": p.status});
+    if let Some(id) = &p.id {
+        v["id"] = json!(id);
+        v["progressDetail"] = match (p.current, p.total) {
+            (Some(c), Some(t)) => json!({"current": c, "total": t}),
+            (Some(c), None) => json!({"current": c}),
+            _ => json!({}),
+        };
+        if let (Some(c), Some(t)) = (p.current, p.total) {
+            v["progress"] = json!(render::progress_bar(c, t));
+        }
+    }
+    v
+}
+
+/// Runs a pull and streams its progress. An error before the first message is an HTTP error
+/// (the CLI prints `Error response from daemon: …`); later ones end the stream as Docker's
+/// `{"errorDetail":…}` line.
+async fn pull(engine: Shared, request: engine::PullRequest) -> ApiResult<Response> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<engine::Progress>(64);
+    let task = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.pull_image(request, tx).await }
+    });
+    let first = rx.recv().await;
+    let Some(first) = first else {
+        // The pull ended without a word: it failed early, or (impossible) succeeded silently.
+        return match task.await {
+            Ok(Ok(_)) => Ok(json_lines(Vec::new())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        };
+    };
+    let stream = async_stream_lines(first, rx, task);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default())
+}
+
+fn async_stream_lines(
+    first: engine::Progress,
+    rx: tokio::sync::mpsc::Receiver<engine::Progress>,
+    task: tokio::task::JoinHandle<engine::Result<image::Image>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let line = |v: Value| Ok::<Bytes, std::io::Error>(Bytes::from(format!("{v}\r\n")));
+    let head = futures_util::stream::iter([line(progress_json(&first))]);
+    let body = tokio_stream_from(rx).map(move |p| line(progress_json(&p)));
+    let tail = futures_util::stream::once(async move {
+        let err = match task.await {
+            Ok(Ok(_)) => return None,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Some(line(json!({"errorDetail": {"message": err}, "error": err})))
+    })
+    .filter_map(|x| async move { x });
+    head.chain(body).chain(tail)
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Splits `name/with:tag/json` into ("name/with:tag", "json").
