@@ -75,6 +75,15 @@ enum Cmd {
     Import(image::ImportArgs),
     /// Download an image from a registry.
     Pull(pull::PullArgs),
+    /// Upload an image to a registry.
+    Push(pull::PushArgs),
+    /// Log in to a registry (credentials are stored in ~/.docker/config.json, as docker does).
+    Login(pull::LoginArgs),
+    /// Log out from a registry.
+    Logout(pull::LogoutArgs),
+    /// Inspect manifests in a registry.
+    #[command(subcommand)]
+    Manifest(pull::ManifestCmd),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(image::TagArgs),
     /// Return low-level information on containers or images.
@@ -274,6 +283,10 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Rmi(a) => image::rmi(c, a).await,
         Cmd::Import(a) => image::import(c, a).await,
         Cmd::Pull(a) => pull::pull(c, a).await,
+        Cmd::Push(a) => pull::push(c, a).await,
+        Cmd::Login(a) => pull::login(c, a).await,
+        Cmd::Logout(a) => pull::logout(a).await,
+        Cmd::Manifest(m) => pull::manifest(m).await,
         Cmd::Tag(a) => image::tag(c, a).await,
         Cmd::Inspect(a) => inspect::inspect(c, a).await,
         Cmd::Version(a) => system::version(c, a).await,

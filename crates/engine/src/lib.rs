@@ -18,6 +18,7 @@ mod exec;
 pub mod fdio;
 mod images;
 mod pull;
+mod push;
 mod lifecycle;
 mod logs;
 pub mod model;

@@ -76,7 +76,7 @@ struct LayerJob {
 type Done = tokio::sync::watch::Receiver<Option<std::result::Result<(), String>>>;
 
 impl Engine {
-    fn registry(&self) -> Result<&registry::Client> {
+    pub(crate) fn registry(&self) -> Result<&registry::Client> {
         self.inner.registry.as_ref().map_err(|e| Error::Internal(format!("registry client: {e}")))
     }
 
@@ -202,7 +202,7 @@ impl Engine {
         })
         .await?;
         send(Progress::line(format!("Digest: {}", manifest.digest))).await;
-        let up_to_date = fetched == 0 && had.is_some_and(|h| h.repo_tags.iter().any(|t| *t == reference.familiar()));
+        let up_to_date = fetched == 0 && had.is_some();
         send(Progress::line(if up_to_date {
             format!("Status: Image is up to date for {}", reference.familiar())
         } else {

@@ -19,6 +19,8 @@ use image::{Digest, Reference};
 use reqwest::{header, Method, StatusCode};
 
 pub use auth::Credentials;
+/// An upload body (a stream of the blob's bytes).
+pub use reqwest::Body;
 pub use config::{load_credentials, remove_credentials, store_credentials, DockerConfig};
 
 /// Media types of manifests this client asks for and understands.

@@ -133,18 +133,23 @@ impl Endpoint {
     /// Sends a request and returns once the response headers have arrived. Non-2xx statuses
     /// become `CliError::Daemon` with the engine's message.
     pub async fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Pending, CliError> {
-        self.exchange(method, path, body, false).await
+        self.exchange(method, path, body, false, &[]).await
+    }
+
+    /// `send` with extra request headers (X-Registry-Auth).
+    pub async fn send_with(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, String)]) -> Result<Pending, CliError> {
+        self.exchange(method, path, body, false, headers).await
     }
 
     /// Like `send`, asking to hijack the connection (attach, exec start): 101 is expected.
     pub async fn upgrade(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Pending, CliError> {
-        self.exchange(method, path, body, true).await
+        self.exchange(method, path, body, true, &[]).await
     }
 
-    async fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>, upgrade: bool) -> Result<Pending, CliError> {
+    async fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>, upgrade: bool, headers: &[(&str, String)]) -> Result<Pending, CliError> {
         let host = self.host();
         let mut stream = connect(&self.socket, &host).await?;
-        stream.write_all(&request_bytes(method, path, body, upgrade)).await.map_err(|e| CliError::io(&host, e))?;
+        stream.write_all(&request_bytes(method, path, body, upgrade, headers)).await.map_err(|e| CliError::io(&host, e))?;
         let mut buf = Vec::with_capacity(4096);
         let head_end = loop {
             if let Some(end) = find_head_end(&buf) {
@@ -178,9 +183,12 @@ async fn connect(socket: &Path, host: &str) -> Result<UnixStream, CliError> {
     UnixStream::connect(socket).await.map_err(|e| CliError::io(host, e))
 }
 
-fn request_bytes(method: &str, path: &str, body: Option<&[u8]>, upgrade: bool) -> Vec<u8> {
+fn request_bytes(method: &str, path: &str, body: Option<&[u8]>, upgrade: bool, headers: &[(&str, String)]) -> Vec<u8> {
     let connection = if upgrade { "Connection: Upgrade\r\nUpgrade: tcp" } else { "Connection: close" };
     let mut req = format!("{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth-cli\r\n{connection}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     } else if method == "POST" {
@@ -346,7 +354,7 @@ mod tests {
 
     #[test]
     fn upgrade_requests_ask_for_a_hijack() {
-        let r = String::from_utf8(request_bytes("POST", "/containers/x/attach?stream=1", None, true)).unwrap_or_default();
+        let r = String::from_utf8(request_bytes("POST", "/containers/x/attach?stream=1", None, true, &[])).unwrap_or_default();
         assert!(r.contains("Connection: Upgrade\r\nUpgrade: tcp\r\n") && !r.contains("close"), "{r}");
     }
 
@@ -358,10 +366,10 @@ mod tests {
 
     #[test]
     fn requests_carry_the_pinned_version_and_a_length() {
-        let r = String::from_utf8(request_bytes("POST", "/containers/x/wait?condition=next-exit", None, false)).unwrap_or_default();
+        let r = String::from_utf8(request_bytes("POST", "/containers/x/wait?condition=next-exit", None, false, &[])).unwrap_or_default();
         assert!(r.starts_with("POST /v1.44/containers/x/wait?condition=next-exit HTTP/1.1\r\n"), "{r}");
         assert!(r.contains("Content-Length: 0\r\n") && r.ends_with("\r\n\r\n"));
-        let r = String::from_utf8(request_bytes("POST", "/x", Some(b"{}"), false)).unwrap_or_default();
+        let r = String::from_utf8(request_bytes("POST", "/x", Some(b"{}"), false, &[])).unwrap_or_default();
         assert!(r.contains("Content-Length: 2\r\n") && r.ends_with("\r\n\r\n{}"));
     }
 

@@ -75,6 +75,19 @@ pub async fn create(State(engine): State<Shared>, q: Params, req: Request) -> Ap
     Err(ApiError::bad_request("either fromSrc or fromImage must be given"))
 }
 
+/// `POST /auth`: checks credentials against a registry (the CLI stores them on success).
+pub async fn auth(State(engine): State<Shared>, Json(body): Json<Value>) -> ApiResult<Response> {
+    let server = body["serveraddress"].as_str().unwrap_or("docker.io");
+    let domain = server.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').trim_end_matches("/v1");
+    let domain = if domain.is_empty() || domain == "index.docker.io" { "docker.io" } else { domain };
+    let creds = registry::Credentials {
+        username: body["username"].as_str().unwrap_or_default().to_string(),
+        password: body["password"].as_str().unwrap_or_default().to_string(),
+    };
+    engine.check_login(domain, &creds).await?;
+    Ok(Json(json!({"Status": "Login Succeeded", "IdentityToken": ""})).into_response())
+}
+
 /// Credentials from the `X-Registry-Auth` header: base64url of `{"username","password",…}`.
 pub(crate) fn registry_auth(headers: &axum::http::HeaderMap) -> Option<registry::Credentials> {
     use base64::Engine as _;
@@ -110,11 +123,16 @@ pub(crate) fn progress_json(p: &engine::Progress) -> Value {
 /// (the CLI prints `Error response from daemon: …`); later ones end the stream as Docker's
 /// `{"errorDetail":…}` line.
 async fn pull(engine: Shared, request: engine::PullRequest) -> ApiResult<Response> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<engine::Progress>(64);
-    let task = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.pull_image(request, tx).await }
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<engine::Progress>(64);
+    let task = tokio::spawn(async move { engine.pull_image(request, tx).await });
+    progress_response(rx, task).await
+}
+
+/// Streams a long operation's progress (pull, push) as Docker's JSON lines.
+async fn progress_response<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<engine::Progress>,
+    task: tokio::task::JoinHandle<engine::Result<T>>,
+) -> ApiResult<Response> {
     let first = rx.recv().await;
     let Some(first) = first else {
         // The pull ended without a word: it failed early, or (impossible) succeeded silently.
@@ -132,10 +150,10 @@ async fn pull(engine: Shared, request: engine::PullRequest) -> ApiResult<Respons
         .unwrap_or_default())
 }
 
-fn async_stream_lines(
+fn async_stream_lines<T: Send + 'static>(
     first: engine::Progress,
     rx: tokio::sync::mpsc::Receiver<engine::Progress>,
-    task: tokio::task::JoinHandle<engine::Result<image::Image>>,
+    task: tokio::task::JoinHandle<engine::Result<T>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let line = |v: Value| Ok::<Bytes, std::io::Error>(Bytes::from(format!("{v}\r\n")));
     let head = futures_util::stream::iter([line(progress_json(&first))]);
@@ -176,8 +194,14 @@ pub async fn get(State(engine): State<Shared>, Path(rest): Path<String>) -> ApiR
     }
 }
 
-pub async fn post(State(engine): State<Shared>, Path(rest): Path<String>, q: Params, _body: Bytes) -> ApiResult<Response> {
+pub async fn post(State(engine): State<Shared>, Path(rest): Path<String>, q: Params, headers: axum::http::HeaderMap, _body: Bytes) -> ApiResult<Response> {
     match split(&rest) {
+        (name, "push") => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<engine::Progress>(64);
+            let (name, tag, creds) = (name.to_string(), q.get("tag").cloned().unwrap_or_default(), registry_auth(&headers));
+            let task = tokio::spawn(async move { engine.push_image(&name, &tag, creds, tx).await });
+            progress_response(rx, task).await
+        }
         (name, "tag") => {
             let repo = q.get("repo").cloned().unwrap_or_default();
             if repo.is_empty() {

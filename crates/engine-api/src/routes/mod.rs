@@ -36,6 +36,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
+        .route("/auth", post(images::auth))
         .route("/images/{*rest}", get(images::get).post(images::post).delete(images::remove))
         .with_state(engine)
 }
