@@ -7,6 +7,7 @@
 //! `exec`, `ps`, `image`, `inspect`, `system` are the command groups; `attach` holds the terminal
 //! and stream plumbing; `template` evaluates Go templates; `units` and `table` reproduce docker's
 //! wording and column layout; `fake_engine` is a scripted API server for the flow tests.
+mod archive;
 mod attach;
 mod container;
 mod exec;
@@ -86,6 +87,15 @@ enum Cmd {
     Manifest(pull::ManifestCmd),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(image::TagArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(archive::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(archive::LoadArgs),
+    /// Show the history of an image.
+    History(archive::HistoryArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Return low-level information on containers or images.
     Inspect(inspect::InspectArgs),
     /// Show the client and engine version information.
@@ -112,6 +122,39 @@ struct EngineArgs {
     /// A registry (host[:port]) to speak plain HTTP to; loopback registries always are. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(image::ImagesArgs),
+    /// Remove one or more images.
+    Rm(image::RmiArgs),
+    /// Display detailed information on one or more images.
+    Inspect {
+        /// Format output using a Go template.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(required = true, value_name = "IMAGE")]
+        names: Vec<String>,
+    },
+    /// Remove unused images.
+    Prune(archive::PruneArgs),
+    /// Show the history of an image.
+    History(archive::HistoryArgs),
+    /// Save one or more images to a tar archive.
+    Save(archive::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(archive::LoadArgs),
+    /// Download an image from a registry.
+    Pull(pull::PullArgs),
+    /// Upload an image to a registry.
+    Push(pull::PushArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(image::TagArgs),
+    /// Import the contents from a tarball to create a filesystem image.
+    Import(image::ImportArgs),
 }
 
 /// What went wrong talking to the engine, printed as docker prints it.
@@ -288,6 +331,22 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Logout(a) => pull::logout(a).await,
         Cmd::Manifest(m) => pull::manifest(m).await,
         Cmd::Tag(a) => image::tag(c, a).await,
+        Cmd::Save(a) => archive::save(c, a).await,
+        Cmd::Load(a) => archive::load(c, a).await,
+        Cmd::History(a) => archive::history(c, a).await,
+        Cmd::Image(sub) => match sub {
+            ImageCmd::Ls(a) => image::images(c, a).await,
+            ImageCmd::Rm(a) => image::rmi(c, a).await,
+            ImageCmd::Inspect { format, names } => inspect::inspect(c, inspect::InspectArgs { format, kind: Some("image".into()), size: false, names }).await,
+            ImageCmd::Prune(a) => archive::prune(c, a).await,
+            ImageCmd::History(a) => archive::history(c, a).await,
+            ImageCmd::Save(a) => archive::save(c, a).await,
+            ImageCmd::Load(a) => archive::load(c, a).await,
+            ImageCmd::Pull(a) => pull::pull(c, a).await,
+            ImageCmd::Push(a) => pull::push(c, a).await,
+            ImageCmd::Tag(a) => image::tag(c, a).await,
+            ImageCmd::Import(a) => image::import(c, a).await,
+        },
         Cmd::Inspect(a) => inspect::inspect(c, a).await,
         Cmd::Version(a) => system::version(c, a).await,
         Cmd::Info(a) => system::info(c, a).await,

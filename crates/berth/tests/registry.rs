@@ -256,13 +256,16 @@ fn login_stores_docker_config_credentials_and_a_protected_registry_needs_them() 
     assert_eq!(stdout(&out).trim(), format!("Removing login credentials for {}", reg.host()));
 }
 
+/// A fixed answer: path, headers, body.
+type Route = (String, Vec<(String, String)>, Vec<u8>);
+
 /// A registry that serves fixed answers (what a real one never sends), one thread per connection.
 struct FakeRegistry {
     port: u16,
 }
 
 impl FakeRegistry {
-    fn start(routes: Vec<(String, Vec<(String, String)>, Vec<u8>)>) -> FakeRegistry {
+    fn start(routes: Vec<Route>) -> FakeRegistry {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
@@ -275,7 +278,7 @@ impl FakeRegistry {
     }
 }
 
-fn serve(mut conn: std::net::TcpStream, routes: &[(String, Vec<(String, String)>, Vec<u8>)]) {
+fn serve(mut conn: std::net::TcpStream, routes: &[Route]) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     loop {
         let mut head = Vec::new();

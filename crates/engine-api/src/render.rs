@@ -176,21 +176,6 @@ pub fn image_inspect(img: &image::Image) -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_docker() {
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(5), "5 seconds");
-        assert_eq!(human_duration(65), "About a minute");
-        assert_eq!(human_duration(600), "10 minutes");
-        assert_eq!(human_duration(3600), "About an hour");
-        assert_eq!(human_duration(3 * 86400), "3 days");
-    }
-}
-
 /// Docker's decimal size units as its progress bars print them: `1.23MB`, `512B`, `10.5kB`.
 pub fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
@@ -213,7 +198,22 @@ pub fn human_size(bytes: u64) -> String {
 /// `[=====>        ]  1.2MB/2.3MB`, the bar Docker's JSON progress carries.
 pub fn progress_bar(current: u64, total: u64) -> String {
     const WIDTH: u64 = 50;
-    let filled = if total == 0 { 0 } else { (current.min(total) * WIDTH / total) as usize };
+    let filled = (current.min(total) * WIDTH).checked_div(total).unwrap_or(0) as usize;
     let bar = if filled >= WIDTH as usize { "=".repeat(WIDTH as usize) } else { format!("{}>{}", "=".repeat(filled), " ".repeat(WIDTH as usize - filled - 1)) };
     format!("[{bar}] {:>8}/{}", human_size(current), human_size(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_docker() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(5), "5 seconds");
+        assert_eq!(human_duration(65), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(3 * 86400), "3 days");
+    }
 }

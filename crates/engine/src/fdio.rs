@@ -21,7 +21,7 @@ impl FdStream {
         set_nonblocking(&fd)?;
         // SAFETY: `fd` is an owned, open descriptor that the AsyncFd owns (and so keeps open and
         // unchanged) until it is dropped.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::from(e))?;
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
         Ok(FdStream { fd, eio_is_eof: is_pty })
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 pub use error::{Error, Result};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
-pub use images::ImportRequest;
+pub use images::{HistoryEntry, ImportRequest, Pruned};
 pub use pull::{Progress, PullRequest};
 pub use lifecycle::{CreateRequest, WaitCondition};
 pub use logs::{LogEntry, LogOptions, LogStream, Stream as LogStreamKind};

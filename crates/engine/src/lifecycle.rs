@@ -471,27 +471,6 @@ async fn wait_async(state_dir: &std::path::Path) -> Option<shim::ExitStatus> {
     serde_json::from_str(line.trim()).ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_in_every_spelling() {
-        assert_eq!(parse_signal("INT").expect("sig"), libc::SIGINT);
-        assert_eq!(parse_signal("SIGKILL").expect("sig"), libc::SIGKILL);
-        assert_eq!(parse_signal("term").expect("sig"), libc::SIGTERM);
-        assert_eq!(parse_signal("9").expect("sig"), 9);
-        assert!(parse_signal("NOPE").is_err());
-    }
-
-    #[test]
-    fn wait_conditions_parse() {
-        assert_eq!(WaitCondition::parse("").expect("c"), WaitCondition::NotRunning);
-        assert_eq!(WaitCondition::parse("removed").expect("c"), WaitCondition::Removed);
-        assert!(WaitCondition::parse("later").is_err());
-    }
-}
-
 impl Engine {
     /// The container's stdin for an attach: waits until the container runs, then takes the write end
     /// from its shim (once, as Docker's StdinOnce; a tty's master may be taken again).
@@ -527,5 +506,27 @@ impl Engine {
             shim::Client::new(&dir).resize(width, height).map_err(|e| Error::Internal(format!("cannot resize: {e}")))
         })
         .await
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_in_every_spelling() {
+        assert_eq!(parse_signal("INT").expect("sig"), libc::SIGINT);
+        assert_eq!(parse_signal("SIGKILL").expect("sig"), libc::SIGKILL);
+        assert_eq!(parse_signal("term").expect("sig"), libc::SIGTERM);
+        assert_eq!(parse_signal("9").expect("sig"), 9);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn wait_conditions_parse() {
+        assert_eq!(WaitCondition::parse("").expect("c"), WaitCondition::NotRunning);
+        assert_eq!(WaitCondition::parse("removed").expect("c"), WaitCondition::Removed);
+        assert!(WaitCondition::parse("later").is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! `content.rs` (blobs), `store.rs` (records, lookup, tags, rmi, GC), `import.rs` (`docker import`),
 //! `changes.rs` (`--change` instructions).
 
+mod archive;
 mod changes;
 mod content;
 mod digest;
@@ -50,6 +51,9 @@ pub enum Error {
     },
     #[error("corrupt image store: {0}")]
     Corrupt(String),
+    /// A `load` input that is not a well-formed image archive; nothing of it was registered.
+    #[error("invalid image archive: {0}")]
+    InvalidArchive(String),
 }
 
 impl Error {

@@ -24,6 +24,9 @@ pub struct ImagesArgs {
     /// Show digests.
     #[arg(long)]
     pub digests: bool,
+    /// Filter output based on conditions provided (dangling=true|false, reference=PATTERN).
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     /// Format output using a Go template, "table …" or "json".
     #[arg(long)]
     pub format: Option<String>,
@@ -85,6 +88,14 @@ pub async fn images(c: &Client, a: ImagesArgs) -> CliResult<u8> {
     if a.digests {
         query.push("digests=1");
     }
+    let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in &a.filter {
+        let (k, v) = f.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
+        filters.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    let filter_query = (!filters.is_empty()).then(|| format!("filters={}", super::http::query_escape(&serde_json::to_string(&filters).unwrap_or_default())));
+    let mut query: Vec<String> = query.into_iter().map(String::from).collect();
+    query.extend(filter_query);
     let path = if query.is_empty() { "/images/json".to_string() } else { format!("/images/json?{}", query.join("&")) };
     let list = c.ep.json("GET", &path).await?;
     let mut images = list.as_array().cloned().unwrap_or_default();

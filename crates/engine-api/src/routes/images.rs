@@ -75,6 +75,92 @@ pub async fn create(State(engine): State<Shared>, q: Params, req: Request) -> Ap
     Err(ApiError::bad_request("either fromSrc or fromImage must be given"))
 }
 
+/// `GET /images/get?names=a&names=b`: one archive of several images.
+pub async fn get_many(State(engine): State<Shared>, req: Request) -> ApiResult<Response> {
+    let names: Vec<String> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "names")
+        .filter_map(|(_, v)| percent_decode(v))
+        .collect();
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no images to save: give names=IMAGE"));
+    }
+    save(engine, names).await
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Streams the archive as it is written (through a pipe from the blocking writer).
+async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
+    for n in &names {
+        engine.image(n)?;
+    }
+    let (reader, writer) = tokio::io::duplex(256 * 1024);
+    let out = tokio_util::io::SyncIoBridge::new(writer);
+    tokio::spawn(async move {
+        if let Err(e) = engine.save_images(names, out).await {
+            // The client sees a short archive; the reason goes to the log.
+            tracing::warn!(error = %e, "saving images failed mid-stream");
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
+        .unwrap_or_default())
+}
+
+/// `POST /images/load`: the archive is the body; Docker's `{"stream":"Loaded image: …\n"}` lines.
+pub async fn load(State(engine): State<Shared>, q: Params, req: Request) -> ApiResult<Response> {
+    let body = req.into_body().into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let lines = engine.load_images(Box::new(reader)).await?;
+    let _quiet = flag(&q, "quiet");
+    Ok(json_lines(lines.into_iter().map(|l| json!({"stream": format!("{l}\n")})).collect()))
+}
+
+/// `POST /images/prune`: `filters={"dangling":["false"]}` prunes every unused image.
+pub async fn prune(State(engine): State<Shared>, q: Params) -> ApiResult<impl IntoResponse> {
+    let f = filters(&q)?;
+    let all = f.get("dangling").and_then(|v| v.first()).is_some_and(|v| v == "false" || v == "0");
+    let pruned = engine.prune_images(all).await?;
+    let deleted: Vec<Value> = pruned
+        .removed
+        .iter()
+        .map(|r| match r {
+            image::Removed::Untagged(n) => json!({"Untagged": n}),
+            image::Removed::Deleted(d) => json!({"Deleted": d.to_string()}),
+        })
+        .collect();
+    Ok(Json(json!({"ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) }, "SpaceReclaimed": pruned.reclaimed})))
+}
+
 /// `POST /auth`: checks credentials against a registry (the CLI stores them on success).
 pub async fn auth(State(engine): State<Shared>, Json(body): Json<Value>) -> ApiResult<Response> {
     let server = body["serveraddress"].as_str().unwrap_or("docker.io");
@@ -190,6 +276,8 @@ pub async fn get(State(engine): State<Shared>, Path(rest): Path<String>) -> ApiR
             let img = engine.image(name)?;
             Ok(Json(render::image_inspect(&img)).into_response())
         }
+        (name, "get") => save(engine, vec![name.to_string()]).await,
+        (name, "history") => Ok(Json(engine.image_history(name)?).into_response()),
         _ => Err(ApiError::not_found("page not found")),
     }
 }

@@ -37,6 +37,9 @@ pub fn router(engine: Shared) -> Router {
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/auth", post(images::auth))
+        .route("/images/get", get(images::get_many))
+        .route("/images/load", post(images::load))
+        .route("/images/prune", post(images::prune))
         .route("/images/{*rest}", get(images::get).post(images::post).delete(images::remove))
         .with_state(engine)
 }
