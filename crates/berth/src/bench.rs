@@ -16,9 +16,20 @@ pub struct BenchArgs {
     /// The runc binary to compare with.
     #[arg(long, default_value = "runc")]
     pub runc: String,
+    #[command(subcommand)]
+    pub kind: Option<BenchKind>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchKind {
+    /// Pull and push through a loopback registry, berth against Debian's Docker engine.
+    Pull(crate::bench_pull::PullBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchKind::Pull(a)) = args.kind {
+        return crate::bench_pull::run(a);
+    }
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let tmp = tempdir()?;
     let result = bench_in(&exe, &tmp, &args);

@@ -170,6 +170,54 @@ fn push_then_pull_round_trips_by_tag_and_digest_and_shares_layers() {
 }
 
 #[test]
+fn from_an_index_with_two_platforms_the_hosts_manifest_is_pulled() {
+    if !have(&[REGISTRY, "/usr/bin/curl"]) {
+        return;
+    }
+    let reg = Registry::start(None);
+    let e = TestEngine::start();
+    e.import_busybox("bb:1");
+    // Two images, pushed as two tags; then an index naming one for this host and one for another.
+    let host_image = format!("{}/multi/app:host", reg.host());
+    let other_image = format!("{}/multi/app:other", reg.host());
+    e.ok(&["tag", "bb:1", &host_image]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tar = tmp.path().join("other.tar");
+    std::fs::copy(busybox_tar(), &tar).expect("copy");
+    e.ok(&["import", "--change", "ENV VARIANT=other", tar.to_str().expect("utf8"), &other_image]);
+    let digest_of = |out: String| out.lines().find_map(|l| l.split("digest: ").nth(1)).and_then(|r| r.split_whitespace().next()).map(String::from).expect("digest line");
+    let host_digest = digest_of(e.ok(&["push", &host_image]));
+    let other_digest = digest_of(e.ok(&["push", &other_image]));
+    let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let foreign = if arch == "amd64" { "arm64" } else { "amd64" };
+    let size = |d: &str| {
+        let out = Command::new("curl").args(["-sf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"]).arg(format!("http://{}/v2/multi/app/manifests/{d}", reg.host())).output().expect("curl");
+        out.stdout.len()
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{other_digest}","size":{},"platform":{{"os":"linux","architecture":"{foreign}"}}}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{host_digest}","size":{},"platform":{{"os":"linux","architecture":"{arch}"}}}}]}}"#,
+        size(&other_digest),
+        size(&host_digest)
+    );
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.index.v1+json", "--data-binary"])
+        .arg(&index)
+        .arg(format!("http://{}/v2/multi/app/manifests/index", reg.host()))
+        .output()
+        .expect("curl");
+    assert!(put.status.success(), "putting the index: {}", String::from_utf8_lossy(&put.stderr));
+    let host_id = e.ok(&["image", "inspect", "-f", "{{.Id}}", &host_image]);
+    let indexed = format!("{}/multi/app:index", reg.host());
+    e.ok(&["pull", &indexed]);
+    assert_eq!(e.ok(&["image", "inspect", "-f", "{{.Id}}", &indexed]), host_id, "the host's platform was picked");
+    let out = e.berth(&["pull", "--platform", "linux/s390x", &indexed]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("linux/s390x"), "{}", stderr(&out));
+}
+
+#[test]
 fn run_pulls_an_absent_image_with_dockers_messages() {
     if !have(&[REGISTRY]) {
         return;

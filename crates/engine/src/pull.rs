@@ -296,19 +296,44 @@ impl Engine {
             std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| Error::Internal(format!("reading layer {}: {e}", job.digest)))?;
             (stats, plain.digester.finish())
         } else {
-            let mut blob = content.writer(Some(&job.digest))?;
-            let mut compressed = Tee { inner: ChannelReader { rx: chunks, buf: Bytes::new() }, sink: &mut blob };
-            let (stats, diff_id) = {
-                let mut plain = Hashing::new(snapshot::decompress(&mut compressed)?);
+            // Two threads (the two hashes dominate): this one stores the compressed bytes and
+            // hashes them; the other decompresses, hashes the diff id and unpacks.
+            let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Bytes>(CHUNKS_IN_FLIGHT);
+            let digest = job.digest.clone();
+            let store = {
+                let engine = self.clone();
+                std::thread::Builder::new()
+                    .name("pull-store".into())
+                    .spawn(move || -> Result<()> {
+                        let mut blob = engine.inner.images.content().writer(Some(&digest))?;
+                        let mut source = ChannelReader { rx: chunks, buf: Bytes::new() };
+                        let mut buf = vec![0u8; 256 * 1024];
+                        loop {
+                            let n = source.read(&mut buf).map_err(|e| Error::Internal(format!("layer {digest}: {e}")))?;
+                            if n == 0 {
+                                break;
+                            }
+                            std::io::Write::write_all(&mut blob, &buf[..n]).map_err(|e| Error::io(format!("storing layer {digest}"), e))?;
+                            // The unpacker may have stopped on an error of its own; keep storing.
+                            let _ = plain_tx.send(Bytes::copy_from_slice(&buf[..n]));
+                        }
+                        drop(plain_tx);
+                        blob.commit()?;
+                        Ok(())
+                    })
+                    .map_err(|e| Error::Internal(format!("starting a pull thread: {e}")))?
+            };
+            let unpacked = (|| -> Result<(snapshot::LayerStats, Digest)> {
+                let compressed = StdChannelReader { rx: plain_rx, buf: Bytes::new() };
+                let mut plain = Hashing::new(snapshot::decompress(compressed)?);
                 let stats = pending.apply(std::io::BufReader::with_capacity(128 * 1024, &mut plain))?;
                 // The tar's end blocks and padding are part of the diff id too.
                 std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| Error::Internal(format!("layer {}: {e}", job.digest)))?;
-                (stats, plain.digester.finish())
-            };
-            // The compressed stream's trailer, for the blob's digest.
-            std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::Internal(format!("layer {}: {e}", job.digest)))?;
-            blob.commit()?;
-            (stats, diff_id)
+                Ok((stats, plain.digester.finish()))
+            })();
+            // The store's verdict first: a truncated or corrupt download explains an unpack error.
+            store.join().map_err(|_| Error::Internal("the pull's store thread panicked".into()))??;
+            unpacked?
         };
         if diff_id != job.diff_id {
             return Err(Error::InvalidArgument(format!("layer {} unpacks to {diff_id}, but the image config says {}", job.digest, job.diff_id)));
@@ -349,16 +374,24 @@ impl Read for ChannelReader {
     }
 }
 
-/// Copies what is read into a writer (the compressed blob into the content store).
-struct Tee<'a, R: Read, W: std::io::Write> {
-    inner: R,
-    sink: &'a mut W,
+/// The store thread's chunks as a `Read` for the unpacker; the end of the channel is the end
+/// of the stream (the store thread reports its own errors).
+struct StdChannelReader {
+    rx: std::sync::mpsc::Receiver<Bytes>,
+    buf: Bytes,
 }
 
-impl<R: Read, W: std::io::Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sink.write_all(&buf[..n])?;
+impl Read for StdChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.recv() {
+                Ok(b) => self.buf = b,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
         Ok(n)
     }
 }
