@@ -138,7 +138,8 @@ fn push_then_pull_round_trips_by_tag_and_digest_and_shares_layers() {
         return;
     }
     let reg = Registry::start(None);
-    let e = TestEngine::start();
+    // 256 KiB chunks: the ~2 MB busybox layer goes up as a chunked upload (PATCHes, then PUT).
+    let e = TestEngine::start_with_env(&[("BERTH_PUSH_CHUNK", "262144")]);
     e.import_busybox("bb:1");
     let name = format!("{}/team/app:1.2", reg.host());
     e.ok(&["tag", "bb:1", &name]);
@@ -312,21 +313,29 @@ struct FakeRegistry {
     port: u16,
 }
 
+/// Bearer token auth as Docker Hub does it: `/v2/…` answers 401 with a challenge naming the
+/// token realm, which hands out TOKEN for Basic credentials `ann:s3cret`.
+const TOKEN: &str = "good-token";
+
 impl FakeRegistry {
     fn start(routes: Vec<Route>) -> FakeRegistry {
+        FakeRegistry::start_auth(routes, false)
+    }
+
+    fn start_auth(routes: Vec<Route>, bearer: bool) -> FakeRegistry {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let routes = routes.clone();
-                std::thread::spawn(move || serve(conn, &routes));
+                std::thread::spawn(move || serve(conn, &routes, bearer.then_some(port)));
             }
         });
         FakeRegistry { port }
     }
 }
 
-fn serve(mut conn: std::net::TcpStream, routes: &[Route]) {
+fn serve(mut conn: std::net::TcpStream, routes: &[Route], bearer: Option<u16>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     loop {
         let mut head = Vec::new();
@@ -339,12 +348,23 @@ fn serve(mut conn: std::net::TcpStream, routes: &[Route]) {
         }
         let text = String::from_utf8_lossy(&head);
         let mut parts = text.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (method, full_path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = full_path.split('?').next().unwrap_or(full_path);
+        let authorization = text.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim().to_string()));
         let found = routes.iter().find(|(p, _, _)| p == path);
-        let (status, headers, body): (&str, Vec<(String, String)>, Vec<u8>) = match found {
+        let challenge = bearer.map(|port| vec![("WWW-Authenticate".to_string(), format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="fake""#))]);
+        let (status, headers, body): (&str, Vec<(String, String)>, Vec<u8>) = match (found, &challenge) {
+            // ann:s3cret, base64
+            (_, Some(_)) if path == "/token" && authorization.as_deref() == Some("Basic YW5uOnMzY3JldA==") => ("200 OK", Vec::new(), format!(r#"{{"token":"{TOKEN}"}}"#).into_bytes()),
+            (_, Some(c)) if path == "/token" => ("401 Unauthorized", c.clone(), br#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_vec()),
+            (_, Some(c)) if path.starts_with("/v2/") && path != "/v2/" && authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) => {
+                ("401 Unauthorized", c.clone(), br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec())
+            }
+            _ => match found {
             Some((_, h, b)) => ("200 OK", h.clone(), b.clone()),
             None if path == "/v2/" => ("200 OK", Vec::new(), b"{}".to_vec()),
             None => ("404 Not Found", Vec::new(), br#"{"errors":[{"code":"NOT_FOUND","message":"not found"}]}"#.to_vec()),
+            },
         };
         // A declared length beyond the body makes a truncated transfer: the client sees EOF early.
         let length = headers.iter().find(|(k, _)| k == "Content-Length").map(|(_, v)| v.clone()).unwrap_or_else(|| body.len().to_string());
@@ -407,6 +427,45 @@ fn a_lying_manifest_and_a_truncated_blob_are_refused_and_nothing_is_stored() {
     assert!(leftovers.is_empty(), "the truncated layer was stored: {}", String::from_utf8_lossy(&leftovers));
     let layers = std::fs::read_dir(e.root.join("snapshots/layers")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(layers, 0, "no layer snapshot committed");
+}
+
+#[test]
+fn a_bearer_token_challenge_is_answered_with_the_users_credentials() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("hello"), "behind a token\n").expect("file");
+    let layer = Command::new("tar").arg("-C").arg(tmp.path()).args(["-cf", "-", "hello"]).output().expect("tar").stdout;
+    let layer_digest = sha256(&layer);
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#);
+    let config_digest = sha256(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let oci = ("Content-Type".to_string(), "application/vnd.oci.image.manifest.v1+json".to_string());
+    let expected_id = config_digest.clone();
+    let fake = FakeRegistry::start_auth(
+        vec![
+            ("/v2/private/manifests/1".into(), vec![oci], manifest.into_bytes()),
+            (format!("/v2/private/blobs/{config_digest}"), Vec::new(), config.into_bytes()),
+            (format!("/v2/private/blobs/{layer_digest}"), Vec::new(), layer),
+        ],
+        true,
+    );
+    let e = TestEngine::start();
+    let name = format!("127.0.0.1:{}/private:1", fake.port);
+    let cfg = tempfile::tempdir().expect("docker config");
+    let pull = |config: &Path| Command::new(BERTH).arg("-H").arg(e.host()).args(["pull", &name]).env("DOCKER_CONFIG", config).output().expect("berth");
+    let out = pull(cfg.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+    std::fs::write(cfg.path().join("config.json"), format!(r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"YW5uOnMzY3JldA=="}}}}}}"#, fake.port)).expect("config");
+    let out = pull(cfg.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(e.ok(&["image", "inspect", "-f", "{{.Id}}", &name]).trim(), expected_id, "the image behind the token was pulled");
 }
 
 #[test]

@@ -14,6 +14,13 @@ use crate::pull::Progress;
 use crate::Engine;
 
 const PARALLEL_UPLOADS: usize = 4;
+/// Blobs above this go up in PATCHes of this size (registries behind proxies limit request
+/// sizes); smaller ones in one streamed PUT. `BERTH_PUSH_CHUNK` overrides it (tests use it).
+const DEFAULT_UPLOAD_CHUNK: u64 = 64 << 20;
+
+fn upload_chunk() -> u64 {
+    std::env::var("BERTH_PUSH_CHUNK").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(DEFAULT_UPLOAD_CHUNK)
+}
 
 /// A blob to make present in the target repository.
 struct Upload {
@@ -114,12 +121,17 @@ impl Engine {
         say("Pushing".into(), Some(0)).await;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = sent.clone();
-        let body = move || {
+        // A range of the blob file as an upload body, counting what goes out for the progress.
+        let body = move |offset: u64, len: u64| {
             let counter = counter.clone();
-            counter.store(0, std::sync::atomic::Ordering::Relaxed);
-            match std::fs::File::open(&path) {
+            let opened = std::fs::File::open(&path).and_then(|mut f| {
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+                Ok(f)
+            });
+            match opened {
                 Ok(f) => {
-                    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 256 * 1024).map(move |chunk| {
+                    let limited = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(f), len);
+                    let stream = tokio_util::io::ReaderStream::with_capacity(limited, 256 * 1024).map(move |chunk| {
                         if let Ok(c) = &chunk {
                             counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -131,7 +143,7 @@ impl Engine {
                 Err(e) => registry::Body::wrap_stream(futures_util::stream::once(async move { Err::<bytes::Bytes, _>(e) })),
             }
         };
-        let upload = client.upload_blob(reference, &blob.digest, blob.size, body, creds);
+        let upload = client.upload_blob(reference, &blob.digest, blob.size, upload_chunk(), body, creds);
         tokio::pin!(upload);
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {

@@ -282,8 +282,18 @@ impl Client {
         }
     }
 
-    /// Uploads a blob in one streamed PUT after opening an upload session.
-    pub async fn upload_blob(&self, reference: &Reference, digest: &Digest, size: u64, body: impl Fn() -> reqwest::Body, creds: Option<&Credentials>) -> Result<()> {
+    /// Uploads a blob: one monolithic streamed PUT when it is at most `chunk` bytes, else a
+    /// chunked upload (PATCHes of `chunk` bytes with Content-Range, then the closing PUT), which
+    /// registries with request-size limits need. `body(offset, len)` streams that range.
+    pub async fn upload_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        chunk: u64,
+        body: impl Fn(u64, u64) -> reqwest::Body,
+        creds: Option<&Credentials>,
+    ) -> Result<()> {
         let base = self.base_url(&reference.domain);
         let url = format!("{base}/v2/{}/blobs/uploads/", reference.path);
         let scope = format!("repository:{}:pull,push", reference.path);
@@ -291,24 +301,55 @@ impl Client {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(status_error(&reference.domain, resp).await);
         }
-        let location = resp
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Protocol { registry: reference.domain.clone(), message: "upload session without a Location".into() })?;
-        let mut put_url = reqwest::Url::parse(&base)
-            .and_then(|b| b.join(location))
-            .map_err(|e| Error::Protocol { registry: reference.domain.clone(), message: format!("upload location {location:?}: {e}") })?;
-        put_url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let mut location = self.location(&reference.domain, &base, &resp)?;
+        let chunk = chunk.max(1);
+        let monolithic = size <= chunk;
+        let mut offset = 0;
+        while !monolithic && offset < size {
+            let len = chunk.min(size - offset);
+            let at = location.clone();
+            let resp = self
+                .send(&reference.domain, &scope, creds, |h| {
+                    h.request(Method::PATCH, at.clone())
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(header::CONTENT_LENGTH, len)
+                        .header(header::CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                        .body(body(offset, len))
+                })
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(status_error(&reference.domain, resp).await);
+            }
+            location = self.location(&reference.domain, &base, &resp)?;
+            offset += len;
+        }
+        location.query_pairs_mut().append_pair("digest", &digest.to_string());
         let resp = self
             .send(&reference.domain, &scope, creds, |h| {
-                h.request(Method::PUT, put_url.clone()).header(header::CONTENT_TYPE, "application/octet-stream").header(header::CONTENT_LENGTH, size).body(body())
+                let req = h.request(Method::PUT, location.clone()).header(header::CONTENT_TYPE, "application/octet-stream");
+                if monolithic {
+                    req.header(header::CONTENT_LENGTH, size).body(body(0, size))
+                } else {
+                    req.header(header::CONTENT_LENGTH, 0)
+                }
             })
             .await?;
         if resp.status() != StatusCode::CREATED {
             return Err(status_error(&reference.domain, resp).await);
         }
         Ok(())
+    }
+
+    /// The upload session's next URL (relative Locations are resolved against the registry).
+    fn location(&self, domain: &str, base: &str, resp: &reqwest::Response) -> Result<reqwest::Url> {
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Protocol { registry: domain.to_string(), message: "upload session without a Location".into() })?;
+        reqwest::Url::parse(base)
+            .and_then(|b| b.join(location))
+            .map_err(|e| Error::Protocol { registry: domain.to_string(), message: format!("upload location {location:?}: {e}") })
     }
 
     /// Puts a manifest under a tag (or its digest); returns the digest the registry stored.

@@ -38,16 +38,24 @@ pub struct TestEngine {
     pub root: PathBuf,
     pub socket: PathBuf,
     child: Option<Child>,
+    /// Extra environment for the engine process.
+    env: Vec<(String, String)>,
     _tmp: tempfile::TempDir,
 }
 
 impl TestEngine {
     /// Starts an engine in a fresh root and waits until its API answers.
     pub fn start() -> TestEngine {
+        TestEngine::start_with_env(&[])
+    }
+
+    /// An engine with extra environment variables (tuning knobs tests turn).
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestEngine {
         let tmp = tempfile::Builder::new().prefix("berth-e2e-").tempdir().expect("tempdir");
         let root = tmp.path().join("root");
         let socket = tmp.path().join("berth.sock");
-        let mut e = TestEngine { root, socket, child: None, _tmp: tmp };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut e = TestEngine { root, socket, child: None, env, _tmp: tmp };
         e.spawn();
         e
     }
@@ -59,6 +67,7 @@ impl TestEngine {
             .arg(&self.root)
             .arg("--socket")
             .arg(&self.socket)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
