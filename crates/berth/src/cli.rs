@@ -24,6 +24,7 @@ mod system;
 mod table;
 mod template;
 mod units;
+mod volume;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -96,6 +97,9 @@ enum Cmd {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Return low-level information on containers or images.
     Inspect(inspect::InspectArgs),
     /// Show the client and engine version information.
@@ -334,6 +338,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Save(a) => archive::save(c, a).await,
         Cmd::Load(a) => archive::load(c, a).await,
         Cmd::History(a) => archive::history(c, a).await,
+        Cmd::Volume(v) => volume::volume(c, v).await,
         Cmd::Image(sub) => match sub {
             ImageCmd::Ls(a) => image::images(c, a).await,
             ImageCmd::Rm(a) => image::rmi(c, a).await,

@@ -70,8 +70,32 @@ pub fn container_summary(r: &ContainerRecord) -> Value {
         "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.host_config.network_mode},
         "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "Mounts": mounts(r),
     })
+}
+
+/// `Mounts` as Docker shows them.
+pub fn mounts(r: &ContainerRecord) -> Value {
+    Value::Array(
+        r.mounts
+            .iter()
+            .map(|m| {
+                let mut v = json!({
+                    "Type": m.kind,
+                    "Source": m.source,
+                    "Destination": m.destination,
+                    "Mode": m.mode,
+                    "RW": m.rw,
+                    "Propagation": m.propagation,
+                });
+                if m.kind == "volume" {
+                    v["Name"] = json!(m.name);
+                    v["Driver"] = json!("local");
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 /// `GET /containers/{id}/json`.
@@ -119,7 +143,7 @@ pub fn container_inspect(r: &ContainerRecord, log_path: &str, dir: &str, exec_id
         "ExecIDs": if exec_ids.is_empty() { Value::Null } else { json!(exec_ids) },
         "HostConfig": host_config,
         "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": format!("{dir}/rootfs")}},
-        "Mounts": [],
+        "Mounts": mounts(r),
         "Config": config,
         "NetworkSettings": {
             "Bridge": "", "SandboxID": "", "HairpinMode": false, "Ports": {}, "SandboxKey": "",

@@ -18,6 +18,7 @@ mod exec;
 pub mod fdio;
 mod images;
 mod pull;
+pub mod volumes;
 mod push;
 mod lifecycle;
 mod logs;

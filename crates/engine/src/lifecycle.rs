@@ -52,7 +52,19 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         .map_err(|_| Error::InvalidArgument(format!("invalid signal: {s}")))
 }
 
-fn new_id() -> String {
+/// Namespaces to join (type, /proc/<pid>/ns/<file>) and to take from the host.
+pub(crate) type SharedNamespaces = (Vec<(&'static str, String)>, Vec<&'static str>);
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mountpoint(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+pub(crate) fn new_id() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -96,9 +108,24 @@ impl Engine {
             config.stop_signal = image_cfg.stop_signal.clone();
         }
         let mut host_config = req.host_config.clone();
-        if host_config.network_mode.is_empty() || host_config.network_mode == "default" {
+        // No bridge yet: the default network is a private namespace with loopback only.
+        if host_config.network_mode.is_empty() || host_config.network_mode == "default" || host_config.network_mode == "bridge" {
             host_config.network_mode = "none".into();
         }
+        for (what, mode) in [("network", &host_config.network_mode), ("pid", &host_config.pid_mode), ("ipc", &host_config.ipc_mode)] {
+            match mode.as_str() {
+                "" | "none" | "host" | "private" | "shareable" => {}
+                m if m.starts_with("container:") => {
+                    self.container(&m["container:".len()..])?;
+                }
+                other => {
+                    return Err(Error::InvalidArgument(format!("invalid --{what} mode {other:?}: use host, none, private or container:<name|id> (user-defined networks come with the networking issue)")))
+                }
+            }
+        }
+        let image_volumes: Vec<String> = image_cfg.volumes.keys().cloned().collect();
+        let config_volumes: Vec<String> = req.config.volumes.keys().cloned().collect();
+        let mounts = self.resolve_mounts(&host_config, &config_volumes, &image_volumes)?;
         let record = ContainerRecord {
             id: id.clone(),
             name: String::new(),
@@ -111,8 +138,15 @@ impl Engine {
             host_config,
             state: State::default(),
             image_chain: img.top_chain_id.clone(),
+            mounts,
         };
-        let container = self.register(record, req.name.as_deref())?;
+        let container = match self.register(record.clone(), req.name.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.remove_anonymous_volumes(&record.mounts);
+                return Err(e);
+            }
+        };
         let rec = container.snapshot();
         let dir = self.container_dir(&id);
         let snapshots = self.inner.snapshots.clone();
@@ -228,13 +262,28 @@ impl Engine {
         let mut run_cfg = image_cfg;
         // The record already holds the merged env; don't merge the image's twice.
         run_cfg.env.clear();
+        crate::volumes::copy_up(&rootfs, &rec.mounts)?;
+        let (joins, host) = self.shared_namespaces(rec)?;
+        let mut with_shm = rec.clone();
+        if let Some(shm) = self.shared_shm(rec)? {
+            with_shm.mounts.push(crate::volumes::MountPoint {
+                kind: "bind".into(),
+                source: shm.display().to_string(),
+                destination: "/dev/shm".into(),
+                rw: true,
+                propagation: "rprivate".into(),
+                ..Default::default()
+            });
+        }
         let oci = spec::build(&spec::SpecInput {
-            record: rec,
+            record: &with_shm,
             image: &run_cfg,
             user: &exec_user,
             hostname: &rec.config.hostname,
             etc_files: &etc_files,
             cgroup_v2: self.inner.cgroup_v2,
+            joins: &joins,
+            host: &host,
         })?;
         let data = serde_json::to_vec(&oci).map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
         store::write_atomic(&dir.join("config.json"), &data)?;
@@ -255,6 +304,57 @@ impl Engine {
             Ok(started) => Ok(started.pid),
             Err(e) => Err(Error::Start { message: e.message, exit_code: e.exit_code }),
         }
+    }
+
+    /// Docker's shareable IPC: such a container's /dev/shm is a tmpfs on the host (in its
+    /// directory), which containers joining its IPC namespace bind as well; a mount in another
+    /// mount namespace could not be bound from /proc/<pid>/root.
+    fn shared_shm(&self, rec: &ContainerRecord) -> Result<Option<std::path::PathBuf>> {
+        let hc = &rec.host_config;
+        if hc.ipc_mode == "shareable" {
+            let shm = self.container_dir(&rec.id).join("shm");
+            std::fs::create_dir_all(&shm).map_err(|e| Error::io(format!("creating {}", shm.display()), e))?;
+            if !is_mountpoint(&shm) {
+                let size = if hc.shm_size > 0 { hc.shm_size } else { 64 << 20 };
+                nix::mount::mount(
+                    Some("shm"),
+                    &shm,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+                    Some(format!("mode=1777,size={size}").as_str()),
+                )
+                .map_err(|e| Error::io(format!("mounting the shareable /dev/shm of {}", rec.id), e.into()))?;
+            }
+            return Ok(Some(shm));
+        }
+        if let Some(other) = hc.ipc_mode.strip_prefix("container:") {
+            let o = self.container(other)?;
+            if o.host_config.ipc_mode != "shareable" {
+                return Err(Error::Conflict(format!("cannot join the IPC namespace of {other}: non-shareable IPC (hint: use --ipc shareable for the donor container)")));
+            }
+            return Ok(Some(self.container_dir(&o.id).join("shm")));
+        }
+        Ok(None)
+    }
+
+    /// Namespaces shared with another container (`container:X`, the pause pattern pods use) or
+    /// with the host, from the network, pid and ipc modes.
+    pub(crate) fn shared_namespaces(&self, rec: &ContainerRecord) -> Result<SharedNamespaces> {
+        let hc = &rec.host_config;
+        let mut joins = Vec::new();
+        let mut host = Vec::new();
+        for (kind, file, mode) in [("network", "net", &hc.network_mode), ("pid", "pid", &hc.pid_mode), ("ipc", "ipc", &hc.ipc_mode)] {
+            if mode == "host" {
+                host.push(kind);
+            } else if let Some(other) = mode.strip_prefix("container:") {
+                let o = self.container(other)?;
+                if !o.state.running() || o.state.pid <= 0 {
+                    return Err(Error::Conflict(format!("cannot join the {kind} namespace of container {other}: it is not running")));
+                }
+                joins.push((kind, format!("/proc/{}/ns/{file}", o.state.pid)));
+            }
+        }
+        Ok((joins, host))
     }
 
     /// Applies `f` to the state, persists it and tells waiters.
@@ -313,7 +413,8 @@ impl Engine {
             tracing::warn!(container = %id, error = %e, "recording exit failed");
         }
         if c.record().host_config.auto_remove {
-            if let Err(e) = self.remove(&id, true).await {
+            // --rm takes the container's anonymous volumes with it, as Docker does.
+            if let Err(e) = self.remove(&id, true, true).await {
                 tracing::warn!(container = %id, error = %e, "auto-remove failed");
             }
         }
@@ -389,7 +490,8 @@ impl Engine {
     }
 
     /// `DELETE /containers/{id}`.
-    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+    /// `docker rm [-f] [-v]`: `volumes` also removes the container's anonymous volumes.
+    pub async fn remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
         let c = self.lookup(name)?;
         let _op = c.op.lock().await;
         let rec = c.snapshot();
@@ -416,12 +518,18 @@ impl Engine {
         let id = rec.id.clone();
         blocking(move || {
             snapshot::Snapshotter::unmount(&dir.join("rootfs"))?;
+            if is_mountpoint(&dir.join("shm")) {
+                let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
+            }
             snapshots.remove(&id)?;
             let _ = std::fs::remove_dir_all(&shim_dir);
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
         })
         .await?;
         c.observed.send_modify(|o| o.removed = true);
+        if volumes {
+            self.remove_anonymous_volumes(&rec.mounts);
+        }
         // Layers of an image force-removed while this container used it can go now.
         if self.inner.images.get(&rec.image).is_ok() {
             return Ok(());

@@ -65,6 +65,16 @@ pub struct HostConfig {
     #[serde(deserialize_with = "null_as_default")]
     pub sysctls: BTreeMap<String, String>,
     pub oom_score_adj: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub mounts: Vec<crate::volumes::MountSpec>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub tmpfs: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub volumes_from: Vec<String>,
+    /// `""` (private), `host` or `container:<name|id>`.
+    pub pid_mode: String,
+    /// `""`/`private`/`shareable`, `host` or `container:<name|id>`.
+    pub ipc_mode: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -143,6 +153,9 @@ pub struct ContainerRecord {
     pub state: State,
     /// Top layer chain id of the image (None for an image without layers).
     pub image_chain: Option<String>,
+    /// Volumes, binds and tmpfs mounts, resolved at create.
+    #[serde(default)]
+    pub mounts: Vec<crate::volumes::MountPoint>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>

@@ -27,6 +27,9 @@ pub struct ImageRunConfig {
     #[serde(deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// VOLUME entries: `{"/data": {}}`.
+    #[serde(deserialize_with = "nullable")]
+    pub volumes: BTreeMap<String, serde_json::Value>,
 }
 
 fn nullable<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
@@ -104,6 +107,10 @@ pub struct SpecInput<'a> {
     pub etc_files: &'a [(String, String)],
     /// Whether the host mounts cgroup v2 only (then the container gets its own cgroup namespace).
     pub cgroup_v2: bool,
+    /// Namespaces joined instead of created: (type, /proc/<pid>/ns/<file>) — `container:` modes.
+    pub joins: &'a [(&'static str, String)],
+    /// Namespaces left out, so the host's is used — `host` modes.
+    pub host: &'a [&'static str],
 }
 
 /// Builds the OCI spec; `oci_spec` parses it, so a field we get wrong fails here, not in the runtime.
@@ -122,8 +129,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     }
     let env = environment(&input.image.env, &r.config.env, input.hostname, r.config.tty);
     let args: Vec<&str> = std::iter::once(r.path.as_str()).chain(r.args.iter().map(String::as_str)).collect();
-    let mut namespaces = vec![json!({"type":"pid"}), json!({"type":"ipc"}), json!({"type":"uts"}),
-        json!({"type":"mount"}), json!({"type":"network"})];
+    let mut namespaces: Vec<Value> = ["pid", "ipc", "uts", "mount", "network"]
+        .into_iter()
+        .filter(|t| !input.host.contains(t))
+        .map(|t| match input.joins.iter().find(|(j, _)| *j == t) {
+            Some((_, path)) => json!({"type": t, "path": path}),
+            None => json!({"type": t}),
+        })
+        .collect();
     if input.cgroup_v2 {
         namespaces.push(json!({"type":"cgroup"}));
     }
@@ -154,13 +167,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
         },
         "root": {"path": "rootfs", "readonly": hc.readonly_rootfs},
         "hostname": input.hostname,
-        "mounts": mounts(hc, input.etc_files),
+        "mounts": mounts(hc, input.etc_files, &r.mounts),
         "linux": linux,
     });
     serde_json::from_value(spec).map_err(|e| Error::Internal(format!("building runtime spec: {e}")))
 }
 
-fn mounts(hc: &HostConfig, etc_files: &[(String, String)]) -> Vec<Value> {
+fn mounts(hc: &HostConfig, etc_files: &[(String, String)], user: &[crate::volumes::MountPoint]) -> Vec<Value> {
     let shm = if hc.shm_size > 0 { hc.shm_size } else { 64 * 1024 * 1024 };
     let sys_opts = if hc.privileged { json!(["nosuid", "noexec", "nodev"]) } else { json!(["nosuid", "noexec", "nodev", "ro"]) };
     let mut m = vec![
@@ -175,6 +188,9 @@ fn mounts(hc: &HostConfig, etc_files: &[(String, String)]) -> Vec<Value> {
     for (dest, src) in etc_files {
         m.push(json!({"destination":dest,"type":"bind","source":src,"options":["rbind","rprivate"]}));
     }
+    // A user mount over /dev/shm (e.g. --ipc container:) replaces the default one.
+    m.retain(|x| !user.iter().any(|u| x["destination"] == u.destination.as_str()));
+    m.extend(crate::volumes::spec_mounts(user));
     m
 }
 

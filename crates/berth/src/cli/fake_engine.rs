@@ -148,6 +148,10 @@ async fn serve(mut conn: UnixStream, s: Arc<Shared>) {
         let _ = conn.write_all(&reply("200 OK", &body)).await;
     } else if path.starts_with("/containers/c1/json") {
         let _ = conn.write_all(&reply("200 OK", r#"{"Id":"c1","State":{"Status":"running"}}"#)).await;
+    } else if path.starts_with("/images/create") {
+        // What Docker Hub answers for a repository that does not exist.
+        let msg = r#"{"message":"pull access denied for bb, repository does not exist or may require 'docker login'"}"#;
+        let _ = conn.write_all(&reply("404 Not Found", msg)).await;
     } else if path.starts_with("/images/bb:1/json") {
         let _ = conn.write_all(&reply("200 OK", r#"{"Id":"sha256:abc","Os":"linux"}"#)).await;
     } else if path.starts_with("/containers/") && path.ends_with("/json") {

@@ -88,6 +88,30 @@ pub struct RunArgs {
     #[arg(long = "stop-timeout", allow_negative_numbers = true)]
     pub stop_timeout: Option<i64>,
     /// IMAGE [COMMAND] [ARG...]
+    /// Bind mount a volume: NAME:/dst[:opts], /host/dir:/dst[:ro|rw|shared|…], or /dst (anonymous).
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,src=…,dst=…[,readonly][,bind-propagation=…][,tmpfs-size=…][,tmpfs-mode=…].
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs directory: /dst[:opts].
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s): NAME[:ro|rw].
+    #[arg(long = "volumes-from", value_name = "CONTAINER")]
+    pub volumes_from: Vec<String>,
+    /// Network mode: none, host or container:NAME (the default is a private namespace with loopback).
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// PID namespace: host or container:NAME.
+    #[arg(long = "pid")]
+    pub pid: Option<String>,
+    /// IPC namespace: private, shareable, host or container:NAME.
+    #[arg(long = "ipc")]
+    pub ipc: Option<String>,
+    /// Size of /dev/shm (e.g. 128m).
+    #[arg(long = "shm-size", value_parser = parse_memory)]
+    pub shm_size: Option<i64>,
     #[arg(value_name = "IMAGE [COMMAND] [ARG...]", required = true, num_args = 1.., trailing_var_arg = true)]
     pub argv: Vec<String>,
 }
@@ -136,14 +160,36 @@ impl RunArgs {
             labels: (!self.labels.is_empty()).then(|| parse_labels(&self.labels)),
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
-            host_config: Some(self.host_config()),
+            host_config: Some(self.host_config()?),
+            volumes: {
+                // `-v /path`: an anonymous volume, which docker sends as Config.Volumes.
+                let anon: Vec<String> = self.volumes.iter().filter(|v| !v.contains(':')).cloned().collect();
+                (!anon.is_empty()).then_some(anon)
+            },
             ..Default::default()
         })
     }
 
-    fn host_config(&self) -> HostConfig {
+    fn host_config(&self) -> Result<HostConfig, String> {
         let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-        HostConfig {
+        let binds: Vec<String> = self.volumes.iter().filter(|v| v.contains(':')).cloned().collect();
+        let mounts = self.mounts.iter().map(|m| parse_mount_flag(m)).collect::<Result<Vec<_>, _>>()?;
+        let tmpfs: std::collections::HashMap<String, String> = self
+            .tmpfs
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((d, o)) => (d.to_string(), o.to_string()),
+                None => (t.clone(), String::new()),
+            })
+            .collect();
+        Ok(HostConfig {
+            binds: list(&binds),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+            volumes_from: list(&self.volumes_from),
+            pid_mode: self.pid.clone(),
+            ipc_mode: self.ipc.clone(),
+            shm_size: self.shm_size,
             auto_remove: Some(self.rm),
             memory: self.memory,
             memory_reservation: self.memory_reservation,
@@ -155,10 +201,52 @@ impl RunArgs {
             cap_drop: list(&self.cap_drop),
             privileged: Some(self.privileged),
             init: self.init.then_some(true),
-            network_mode: Some("default".to_string()),
+            network_mode: Some(self.network.clone().unwrap_or_else(|| "default".to_string())),
             ..Default::default()
+        })
+    }
+}
+
+/// `--mount type=bind,src=/a,dst=/b,readonly,bind-propagation=rshared` as docker's CLI reads it.
+fn parse_mount_flag(spec: &str) -> Result<bollard::models::Mount, String> {
+    use bollard::models::{Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType};
+    let mut m = Mount::default();
+    let mut typ = "volume".to_string();
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v)));
+        let need = |v: Option<&str>| v.map(String::from).ok_or_else(|| format!("invalid field '{field}' must be a key=value pair"));
+        match k {
+            "type" => typ = need(v)?,
+            "source" | "src" => m.source = Some(need(v)?),
+            "target" | "destination" | "dst" => m.target = Some(need(v)?),
+            "readonly" | "ro" => m.read_only = Some(v.is_none_or(|v| v == "true" || v == "1")),
+            "bind-propagation" => {
+                let p = need(v)?;
+                let parsed = p.parse::<MountBindOptionsPropagationEnum>().map_err(|_| format!("invalid bind-propagation: {p}"))?;
+                m.bind_options = Some(MountBindOptions { propagation: Some(parsed), ..Default::default() });
+            }
+            "tmpfs-size" => {
+                let size = parse_memory(&need(v)?)?;
+                m.tmpfs_options.get_or_insert_with(MountTmpfsOptions::default).size_bytes = Some(size);
+            }
+            "tmpfs-mode" => {
+                let mode = i64::from_str_radix(&need(v)?, 8).map_err(|e| format!("invalid tmpfs-mode: {e}"))?;
+                m.tmpfs_options.get_or_insert_with(MountTmpfsOptions::default).mode = Some(mode);
+            }
+            "volume-nocopy" | "consistency" => {}
+            other => return Err(format!("unexpected key '{other}' in '{spec}'")),
         }
     }
+    m.typ = Some(match typ.as_str() {
+        "bind" => MountType::BIND,
+        "volume" => MountType::VOLUME,
+        "tmpfs" => MountType::TMPFS,
+        other => return Err(format!("unknown mount type {other:?}: use bind, volume or tmpfs")),
+    });
+    if m.target.is_none() {
+        return Err("target is required".into());
+    }
+    Ok(m)
 }
 
 /// `KEY=VALUE` passes through; a bare `KEY` takes this process's value, and is left out when it

@@ -109,7 +109,7 @@ pub async fn kill(State(engine): State<Shared>, Path(id): Path<String>, q: Param
 }
 
 pub async fn remove(State(engine): State<Shared>, Path(id): Path<String>, q: Params) -> ApiResult<impl IntoResponse> {
-    engine.remove(&id, flag(&q, "force")).await?;
+    engine.remove(&id, flag(&q, "force"), flag(&q, "v")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

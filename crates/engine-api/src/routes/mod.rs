@@ -3,6 +3,7 @@ mod containers;
 mod exec;
 mod images;
 mod system;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub fn router(engine: Shared) -> Router {
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/auth", post(images::auth))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .route("/images/get", get(images::get_many))
         .route("/images/load", post(images::load))
         .route("/images/prune", post(images::prune))
