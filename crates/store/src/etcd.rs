@@ -133,30 +133,21 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str, options: &ListOptions) -> Result<ListResult> {
-        let (first, end) = self.range(prefix);
-        let start = match &options.start_after {
-            // The smallest key after `start_after`.
-            Some(after) => {
-                let mut k = self.full(after);
-                k.push(0);
-                k
-            }
-            None => first,
-        };
-        let mut opts = GetOptions::new().with_range(end);
-        if options.revision > 0 {
-            opts = opts.with_revision(options.revision);
+        // gRPC replies are capped (4 MiB by default): large lists are read in pages at one
+        // revision and joined.
+        const PAGE: usize = 1000;
+        let wanted = options.limit;
+        let mut opts = ListOptions { limit: Some(wanted.map_or(PAGE, |w| w.min(PAGE))), ..options.clone() };
+        let mut out = self.list_page(prefix, &opts).await?;
+        while out.more && wanted.is_none_or(|w| out.items.len() < w) {
+            opts.revision = out.revision;
+            opts.start_after = out.items.last().map(|kv| kv.key.clone());
+            opts.limit = Some(wanted.map_or(PAGE, |w| (w - out.items.len()).min(PAGE)));
+            let next = self.list_page(prefix, &opts).await?;
+            out.items.extend(next.items);
+            out.more = next.more;
         }
-        if let Some(limit) = options.limit {
-            opts = opts.with_limit(limit as i64);
-        }
-        let resp = match self.client.clone().get(start, Some(opts)).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.revision_error(e, options.revision, &format!("listing {prefix}")).await),
-        };
-        let revision = if options.revision > 0 { options.revision } else { header_revision(resp.header())? };
-        let items = resp.kvs().iter().map(|kv| self.kv(kv)).collect::<Result<Vec<_>>>()?;
-        Ok(ListResult { items, revision, more: resp.more() })
+        Ok(out)
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
@@ -294,6 +285,34 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
+    /// One page of a list, as one etcd range request.
+    async fn list_page(&self, prefix: &str, options: &ListOptions) -> Result<ListResult> {
+        let (first, end) = self.range(prefix);
+        let start = match &options.start_after {
+            // The smallest key after `start_after`.
+            Some(after) => {
+                let mut k = self.full(after);
+                k.push(0);
+                k
+            }
+            None => first,
+        };
+        let mut opts = GetOptions::new().with_range(end);
+        if options.revision > 0 {
+            opts = opts.with_revision(options.revision);
+        }
+        if let Some(limit) = options.limit {
+            opts = opts.with_limit(limit as i64);
+        }
+        let resp = match self.client.clone().get(start, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.revision_error(e, options.revision, &format!("listing {prefix}")).await),
+        };
+        let revision = if options.revision > 0 { options.revision } else { header_revision(resp.header())? };
+        let items = resp.kvs().iter().map(|kv| self.kv(kv)).collect::<Result<Vec<_>>>()?;
+        Ok(ListResult { items, revision, more: resp.more() })
+    }
+
     fn event(&self, ev: &etcd_client::Event) -> Result<Event> {
         let kv = ev.kv().ok_or_else(|| backend("watching", "an event without a key"))?;
         let kv = self.kv(kv)?;

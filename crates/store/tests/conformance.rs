@@ -94,7 +94,29 @@ conformance!(
     a_watch_sees_only_its_prefix_with_previous_values,
     compaction_makes_older_reads_and_watches_fail,
     concurrent_writers_get_unique_increasing_revisions,
+    a_list_longer_than_a_backend_page_is_complete,
 );
+
+async fn a_list_longer_than_a_backend_page_is_complete(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..150 {
+                s.create(&format!("/big/{t:02}/{i:03}"), vec![b'v'; 64]).await.expect("create");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let all = s.list("/big/", &ListOptions::default()).await.expect("list");
+    assert_eq!(all.items.len(), 1200);
+    assert!(!all.more);
+    assert!(all.items.windows(2).all(|w| w[0].key < w[1].key), "in key order");
+    let some = s.list("/big/", &ListOptions { limit: Some(1100), ..Default::default() }).await.expect("limited");
+    assert_eq!((some.items.len(), some.more), (1100, true));
+}
 
 async fn create_fails_when_the_key_exists_and_get_sees_it(s: Arc<dyn Store>) {
     let kv = s.create("/a/x", b"1".to_vec()).await.expect("create");
