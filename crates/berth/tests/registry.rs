@@ -219,6 +219,48 @@ fn from_an_index_with_two_platforms_the_hosts_manifest_is_pulled() {
 }
 
 #[test]
+fn concurrent_pulls_of_one_image_fetch_each_layer_once() {
+    if !have(&[REGISTRY]) {
+        return;
+    }
+    let reg = Registry::start(None);
+    let e = TestEngine::start();
+    // A 24 MiB layer of random bytes, loaded from a docker-archive made here.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut data = vec![0u8; 24 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("blob"), &data).expect("file");
+    let layer = Command::new("tar").arg("-C").arg(&src).args(["-cf", "-", "blob"]).output().expect("tar").stdout;
+    let diff_id = sha256(&layer);
+    let arc = tmp.path().join("arc");
+    std::fs::create_dir_all(arc.join("l0")).expect("mkdir");
+    std::fs::write(arc.join("l0/layer.tar"), &layer).expect("layer");
+    std::fs::write(arc.join("c.json"), format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#)).expect("config");
+    let name = format!("{}/big/blob:1", reg.host());
+    std::fs::write(arc.join("manifest.json"), format!(r#"[{{"Config":"c.json","RepoTags":["{name}"],"Layers":["l0/layer.tar"]}}]"#)).expect("manifest");
+    let archive = tmp.path().join("big.tar");
+    run(Command::new("tar").arg("-C").arg(&arc).arg("-cf").arg(&archive).arg("."));
+    e.ok(&["load", "-i", archive.to_str().expect("utf8")]);
+    e.ok(&["push", &name]);
+    e.ok(&["rmi", &name]);
+    let spawn = || Command::new(BERTH).arg("-H").arg(e.host()).args(["pull", &name]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pull");
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
+    assert!(a.status.success() && b.status.success(), "{}{}", stderr(&a), stderr(&b));
+    let both = format!("{}{}", stdout(&a), stdout(&b));
+    assert_eq!(both.matches("Pulling fs layer").count(), 1, "the layer was fetched once: {both}");
+    assert!(both.contains("Waiting") || both.contains("Already exists"), "{both}");
+}
+
+#[test]
 fn run_pulls_an_absent_image_with_dockers_messages() {
     if !have(&[REGISTRY]) {
         return;

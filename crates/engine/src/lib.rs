@@ -68,6 +68,8 @@ struct Inner {
     cgroup_v2: bool,
     /// The distribution client (its construction error, should TLS set-up have failed).
     registry: std::result::Result<registry::Client, String>,
+    /// Layers being pulled (by chain id), so concurrent pulls fetch a shared layer once.
+    inflight: Mutex<HashMap<String, pull::Done>>,
 }
 
 /// One container: its record, a channel that tells waiters of every change, and a lock that
@@ -121,6 +123,7 @@ impl Engine {
                 containers: Mutex::new(HashMap::new()),
                 execs: Mutex::new(HashMap::new()),
                 cgroup_v2,
+                inflight: Mutex::new(HashMap::new()),
                 registry: registry::Client::new(registry::Options { insecure_registries: opts.insecure_registries.clone() }).map_err(|e| e.to_string()),
             }),
         };

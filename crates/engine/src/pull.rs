@@ -73,7 +73,7 @@ struct LayerJob {
     parent: Option<String>,
 }
 
-type Done = tokio::sync::watch::Receiver<Option<std::result::Result<(), String>>>;
+pub(crate) type Done = tokio::sync::watch::Receiver<Option<std::result::Result<(), String>>>;
 
 impl Engine {
     pub(crate) fn registry(&self) -> Result<&registry::Client> {
@@ -160,6 +160,34 @@ impl Engine {
                 done.push(rx);
                 continue;
             }
+            // Another pull is fetching this very layer: wait for it instead of fetching it again.
+            let other = {
+                let mut inflight = crate::lock(&self.inner.inflight);
+                match inflight.get(&chain_id) {
+                    Some(o) => Some(o.clone()),
+                    None => {
+                        inflight.insert(chain_id.clone(), rx.clone());
+                        None
+                    }
+                }
+            };
+            if let Some(mut other) = other {
+                send(Progress::of(&short, "Waiting")).await;
+                done.push(other.clone());
+                let progress = progress.clone();
+                tasks.push(tokio::spawn(async move {
+                    let outcome = other.wait_for(Option::is_some).await.map(|v| v.clone()).map_err(|_| Error::Internal("a concurrent pull went away".into()))?;
+                    match outcome {
+                        Some(Ok(())) => {
+                            let _ = progress.send(Progress::of(&short, "Pull complete")).await;
+                            Ok(())
+                        }
+                        Some(Err(e)) => Err(Error::Internal(format!("layer {short}: {e}"))),
+                        None => Ok(()),
+                    }
+                }));
+                continue;
+            }
             send(Progress::of(&short, "Pulling fs layer")).await;
             fetched += 1;
             let job = LayerJob {
@@ -175,6 +203,8 @@ impl Engine {
             let (engine, reference, creds, progress, gate) = (self.clone(), reference.clone(), creds.clone(), progress.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
                 let _slot = gate.acquire_owned().await;
+                // However the task ends, the layer stops being in flight.
+                let _registered = InFlight { engine: engine.clone(), chain: job.chain_id.clone() };
                 let result = engine.fetch_layer(&reference, creds.as_ref(), job, parent_done, progress).await;
                 let _ = tx.send(Some(result.as_ref().map(drop).map_err(|e| e.to_string())));
                 result
@@ -348,6 +378,18 @@ impl Engine {
         }
         pending.commit(&job.chain_id, stats.size)?;
         Ok(())
+    }
+}
+
+/// Removes a layer from the in-flight map when its fetching task ends (also by panic).
+struct InFlight {
+    engine: Engine,
+    chain: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::lock(&self.engine.inner.inflight).remove(&self.chain);
     }
 }
 
