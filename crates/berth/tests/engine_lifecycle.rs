@@ -241,6 +241,18 @@ fn a_tty_is_the_containers_own_pty_as_under_docker() {
 }
 
 #[test]
+fn add_host_and_dns_flags_shape_the_containers_etc_files() {
+    if !can_run() {
+        return;
+    }
+    let e = TestEngine::start();
+    e.import_busybox("bb:1");
+    let out = e.ok(&["run", "--rm", "--add-host", "db:10.1.2.3", "--dns", "192.0.2.53", "--dns-search", "corp.example", "bb:1", "cat", "/etc/hosts", "/etc/resolv.conf"]);
+    assert!(out.contains("10.1.2.3\tdb"), "{out}");
+    assert!(out.contains("nameserver 192.0.2.53") && out.contains("search corp.example"), "{out}");
+}
+
+#[test]
 fn the_runtime_cli_runs_a_bundle_like_runc() {
     if !can_run() {
         return;

@@ -1,14 +1,34 @@
 //! Per-container /etc/hostname, /etc/hosts and /etc/resolv.conf, bind-mounted over the image's.
 use std::path::Path;
 
+/// `--add-host`, `--dns`, `--dns-search`, `--dns-option`.
+#[derive(Debug, Clone, Default)]
+pub struct Extra<'a> {
+    /// `name:ip` (Docker's ExtraHosts).
+    pub hosts: &'a [String],
+    pub dns: &'a [String],
+    pub dns_search: &'a [String],
+    pub dns_options: &'a [String],
+}
+
 /// Writes the three files into `dir` and returns (container path, host path) pairs for the spec.
-pub fn write(dir: &Path, hostname: &str, domainname: &str) -> std::io::Result<Vec<(String, String)>> {
+pub fn write(dir: &Path, hostname: &str, domainname: &str, extra: &Extra<'_>) -> std::io::Result<Vec<(String, String)>> {
     let fqdn = if domainname.is_empty() { hostname.to_string() } else { format!("{hostname}.{domainname}") };
-    let hosts = format!(
+    let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
-         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{fqdn} {hostname}\n"
+         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
-    let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    for h in extra.hosts {
+        // `name:ip`, where an IPv6 address has colons of its own.
+        if let Some((name, ip)) = h.split_once(':') {
+            hosts.push_str(&format!("{ip}\t{name}\n"));
+        }
+    }
+    hosts.push_str(&format!("127.0.1.1\t{fqdn} {hostname}\n"));
+    let mut resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    if !extra.dns.is_empty() || !extra.dns_search.is_empty() || !extra.dns_options.is_empty() {
+        resolv = custom_resolv(&resolv, extra);
+    }
     let mut out = Vec::new();
     for (name, content) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
         let path = dir.join(name);
@@ -31,6 +51,30 @@ fn resolv_conf(host: &str) -> String {
         .collect()
 }
 
+/// The host-derived resolv.conf with `--dns`, `--dns-search` and `--dns-option` replacing its
+/// nameserver, search and options lines.
+fn custom_resolv(base: &str, extra: &Extra<'_>) -> String {
+    let keep = |kind: &str| base.lines().filter(|l| l.split_whitespace().next() == Some(kind)).map(|l| format!("{l}\n")).collect::<String>();
+    let mut out = String::new();
+    if extra.dns.is_empty() {
+        out.push_str(&keep("nameserver"));
+    }
+    for ns in extra.dns {
+        out.push_str(&format!("nameserver {ns}\n"));
+    }
+    if extra.dns_search.is_empty() {
+        out.push_str(&keep("search"));
+    } else {
+        out.push_str(&format!("search {}\n", extra.dns_search.join(" ")));
+    }
+    if extra.dns_options.is_empty() {
+        out.push_str(&keep("options"));
+    } else {
+        out.push_str(&format!("options {}\n", extra.dns_options.join(" ")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,9 +88,23 @@ mod tests {
     #[test]
     fn files_are_written_with_the_hostname() {
         let dir = tempfile::tempdir().expect("tmp");
-        let files = write(dir.path(), "web", "").expect("write");
+        let files = write(dir.path(), "web", "", &Extra::default()).expect("write");
         assert_eq!(files.len(), 3);
         let hosts = std::fs::read_to_string(dir.path().join("hosts")).expect("hosts");
         assert!(hosts.contains("127.0.1.1\tweb web"));
+    }
+
+    #[test]
+    fn extra_hosts_and_dns_flags_land_in_the_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let hosts = vec!["db:10.1.2.3".to_string(), "v6:fd00::1".to_string()];
+        let dns = vec!["192.0.2.53".to_string()];
+        let search = vec!["corp.example".to_string()];
+        write(dir.path(), "web", "", &Extra { hosts: &hosts, dns: &dns, dns_search: &search, dns_options: &[] }).expect("write");
+        let h = std::fs::read_to_string(dir.path().join("hosts")).expect("hosts");
+        assert!(h.contains("10.1.2.3\tdb\n") && h.contains("fd00::1\tv6\n"), "{h}");
+        let r = std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv");
+        assert!(r.contains("nameserver 192.0.2.53\n") && r.contains("search corp.example\n"), "{r}");
+        assert_eq!(r.matches("nameserver").count(), 1, "--dns replaces the host's servers: {r}");
     }
 }

@@ -257,7 +257,9 @@ impl Engine {
         let rootfs = dir.join("rootfs");
         let exec_user = user::resolve(&rootfs, &rec.config.user)?;
         let image_cfg = self.inner.images.get(&rec.image).map(|i| ImageRunConfig::from_image(&i.config)).unwrap_or_default();
-        let etc_files = etc::write(dir, &rec.config.hostname, &rec.config.domainname)
+        let hc = &rec.host_config;
+        let extra = etc::Extra { hosts: &hc.extra_hosts, dns: &hc.dns, dns_search: &hc.dns_search, dns_options: &hc.dns_options };
+        let etc_files = etc::write(dir, &rec.config.hostname, &rec.config.domainname, &extra)
             .map_err(|e| Error::io(format!("writing /etc files for {}", rec.id), e))?;
         let mut run_cfg = image_cfg;
         // The record already holds the merged env; don't merge the image's twice.

@@ -75,6 +75,14 @@ pub struct HostConfig {
     pub pid_mode: String,
     /// `""`/`private`/`shareable`, `host` or `container:<name|id>`.
     pub ipc_mode: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub extra_hosts: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub dns: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub dns_search: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub dns_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

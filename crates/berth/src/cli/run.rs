@@ -109,6 +109,18 @@ pub struct RunArgs {
     /// IPC namespace: private, shareable, host or container:NAME.
     #[arg(long = "ipc")]
     pub ipc: Option<String>,
+    /// Add a custom host-to-IP mapping (host:ip).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
+    /// Set custom DNS servers.
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options.
+    #[arg(long = "dns-option")]
+    pub dns_option: Vec<String>,
     /// Size of /dev/shm (e.g. 128m).
     #[arg(long = "shm-size", value_parser = parse_memory)]
     pub shm_size: Option<i64>,
@@ -190,6 +202,10 @@ impl RunArgs {
             pid_mode: self.pid.clone(),
             ipc_mode: self.ipc.clone(),
             shm_size: self.shm_size,
+            extra_hosts: list(&self.add_host),
+            dns: list(&self.dns),
+            dns_search: list(&self.dns_search),
+            dns_options: list(&self.dns_option),
             auto_remove: Some(self.rm),
             memory: self.memory,
             memory_reservation: self.memory_reservation,
