@@ -111,6 +111,8 @@ fn bench_in(exe: &Path, tmp: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let socket = tmp.join("berth.sock");
     let mut engine = Command::new(exe)
         .args(["engine", "--root"]).arg(&root).arg("--socket").arg(&socket)
+        // runc's container has no network either: compare like with like.
+        .args(["--bridge", "none"])
         .stdout(Stdio::null()).stderr(Stdio::null())
         .spawn().context("starting a private engine")?;
     let started = Instant::now();

@@ -17,6 +17,7 @@ mod host;
 mod http;
 mod image;
 mod inspect;
+mod port;
 mod ps;
 mod pull;
 mod run;
@@ -69,6 +70,8 @@ enum Cmd {
     Exec(exec::ExecArgs),
     /// List containers.
     Ps(ps::PsArgs),
+    /// List port mappings of a container.
+    Port(port::PortArgs),
     /// List images.
     Images(image::ImagesArgs),
     /// Remove one or more images.
@@ -126,6 +129,12 @@ struct EngineArgs {
     /// A registry (host[:port]) to speak plain HTTP to; loopback registries always are. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// The default bridge device (`none` disables bridge networking).
+    #[arg(long, default_value = "berth0")]
+    bridge: String,
+    /// The bridge's subnet, e.g. 10.89.0.0/16 (default 172.18.0.0/16, or the next free 172.x.0.0/16).
+    #[arg(long)]
+    bip: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +251,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Engine(a) => return finish(crate::daemon::run(crate::daemon::EngineOptions { root: a.root, socket: a.socket, debug: a.debug, insecure_registries: a.insecure_registries })),
+        Cmd::Engine(a) => return finish(crate::daemon::run(crate::daemon::EngineOptions { root: a.root, socket: a.socket, debug: a.debug, insecure_registries: a.insecure_registries, bridge: a.bridge, bip: a.bip })),
         Cmd::Bench(a) => return finish(crate::bench::run(a)),
         _ => {}
     }
@@ -339,6 +348,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Load(a) => archive::load(c, a).await,
         Cmd::History(a) => archive::history(c, a).await,
         Cmd::Volume(v) => volume::volume(c, v).await,
+        Cmd::Port(a) => port::port(c, a).await,
         Cmd::Image(sub) => match sub {
             ImageCmd::Ls(a) => image::images(c, a).await,
             ImageCmd::Rm(a) => image::rmi(c, a).await,

@@ -16,11 +16,16 @@ pub struct EngineOptions {
     pub debug: bool,
     /// Registries spoken to over plain HTTP (besides loopback ones).
     pub insecure_registries: Vec<String>,
+    /// Default bridge name (`none`: no bridge; containers get a loopback-only namespace).
+    pub bridge: String,
+    /// The bridge's subnet (default: 172.18.0.0/16 or the next free 172.x.0.0/16).
+    pub bip: Option<String>,
 }
 
 /// Runs the engine in the foreground until SIGINT/SIGTERM.
 pub fn run(opts: EngineOptions) -> anyhow::Result<()> {
-    let filter = if opts.debug { "debug" } else { "info" };
+    // netlink-packet-route warns about every attribute newer kernels add; it is not our news.
+    let filter = if opts.debug { "debug,netlink_packet_route=error" } else { "info,netlink_packet_route=error" };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
@@ -42,7 +47,12 @@ pub fn run(opts: EngineOptions) -> anyhow::Result<()> {
 
 async fn serve(opts: EngineOptions) -> anyhow::Result<()> {
     let berth_binary = std::env::current_exe().context("locating the berth binary")?;
-    let engine = engine::Engine::open(engine::Options { root: opts.root.clone(), berth_binary, insecure_registries: opts.insecure_registries.clone() })
+    let engine = engine::Engine::open(engine::Options {
+        root: opts.root.clone(),
+        berth_binary,
+        insecure_registries: opts.insecure_registries.clone(),
+        bridge: (opts.bridge != "none").then(|| engine::network::BridgeOptions { name: opts.bridge.clone(), subnet: opts.bip.clone() }),
+    })
         .await
         .with_context(|| format!("opening the engine root {}", opts.root.display()))?;
     let shutdown = CancellationToken::new();

@@ -64,14 +64,52 @@ pub fn container_summary(r: &ContainerRecord) -> Value {
         "ImageID": r.image,
         "Command": command(r),
         "Created": unix_seconds(&r.created),
-        "Ports": [],
+        "Ports": summary_ports(r),
         "Labels": r.config.labels,
         "State": r.state.status.as_str(),
         "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.host_config.network_mode},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": networks(r)},
         "Mounts": mounts(r),
     })
+}
+
+/// `NetworkSettings.Networks`: the bridge endpoint while the container runs.
+fn networks(r: &ContainerRecord) -> Value {
+    match &r.endpoint {
+        Some(e) => json!({"bridge": {
+            "NetworkID": "bridge", "EndpointID": r.id, "Gateway": e.attachment.gateway.to_string(),
+            "IPAddress": e.attachment.ip.to_string(), "IPPrefixLen": e.attachment.prefix,
+            "MacAddress": e.attachment.mac, "Aliases": null, "DNSNames": null,
+        }}),
+        None => json!({}),
+    }
+}
+
+fn network_settings(r: &ContainerRecord) -> Value {
+    let a = r.endpoint.as_ref().map(|e| &e.attachment);
+    json!({
+        "Bridge": "", "SandboxID": "", "HairpinMode": false,
+        "Ports": engine::network::ports_json(r),
+        "SandboxKey": a.map(|a| a.netns.display().to_string()).unwrap_or_default(),
+        "EndpointID": if a.is_some() { r.id.as_str() } else { "" },
+        "Gateway": a.map(|a| a.gateway.to_string()).unwrap_or_default(),
+        "IPAddress": a.map(|a| a.ip.to_string()).unwrap_or_default(),
+        "IPPrefixLen": a.map(|a| a.prefix).unwrap_or(0),
+        "MacAddress": a.map(|a| a.mac.clone()).unwrap_or_default(),
+        "Networks": networks(r),
+    })
+}
+
+/// `Ports` of `GET /containers/json`.
+fn summary_ports(r: &ContainerRecord) -> Value {
+    let Some(e) = &r.endpoint else { return json!([]) };
+    Value::Array(
+        e.ports
+            .iter()
+            .map(|p| json!({"IP": if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() }, "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.protocol}))
+            .collect(),
+    )
 }
 
 /// `Mounts` as Docker shows them.
@@ -145,11 +183,7 @@ pub fn container_inspect(r: &ContainerRecord, log_path: &str, dir: &str, exec_id
         "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": format!("{dir}/rootfs")}},
         "Mounts": mounts(r),
         "Config": config,
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "HairpinMode": false, "Ports": {}, "SandboxKey": "",
-            "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-            "Networks": {},
-        },
+        "NetworkSettings": network_settings(r),
     })
 }
 

@@ -9,6 +9,8 @@ pub struct Extra<'a> {
     pub dns: &'a [String],
     pub dns_search: &'a [String],
     pub dns_options: &'a [String],
+    /// The container's address on its network: /etc/hosts maps the hostname to it.
+    pub own_ip: Option<&'a str>,
 }
 
 /// Writes the three files into `dir` and returns (container path, host path) pairs for the spec.
@@ -24,7 +26,7 @@ pub fn write(dir: &Path, hostname: &str, domainname: &str, extra: &Extra<'_>) ->
             hosts.push_str(&format!("{ip}\t{name}\n"));
         }
     }
-    hosts.push_str(&format!("127.0.1.1\t{fqdn} {hostname}\n"));
+    hosts.push_str(&format!("{}\t{fqdn} {hostname}\n", extra.own_ip.unwrap_or("127.0.1.1")));
     let mut resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     if !extra.dns.is_empty() || !extra.dns_search.is_empty() || !extra.dns_options.is_empty() {
         resolv = custom_resolv(&resolv, extra);
@@ -100,9 +102,10 @@ mod tests {
         let hosts = vec!["db:10.1.2.3".to_string(), "v6:fd00::1".to_string()];
         let dns = vec!["192.0.2.53".to_string()];
         let search = vec!["corp.example".to_string()];
-        write(dir.path(), "web", "", &Extra { hosts: &hosts, dns: &dns, dns_search: &search, dns_options: &[] }).expect("write");
+        write(dir.path(), "web", "", &Extra { hosts: &hosts, dns: &dns, dns_search: &search, dns_options: &[], own_ip: Some("10.0.0.5") }).expect("write");
         let h = std::fs::read_to_string(dir.path().join("hosts")).expect("hosts");
         assert!(h.contains("10.1.2.3\tdb\n") && h.contains("fd00::1\tv6\n"), "{h}");
+        assert!(h.contains("10.0.0.5\tweb web\n"), "the hostname maps to the container's address: {h}");
         let r = std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv");
         assert!(r.contains("nameserver 192.0.2.53\n") && r.contains("search corp.example\n"), "{r}");
         assert_eq!(r.matches("nameserver").count(), 1, "--dns replaces the host's servers: {r}");

@@ -18,6 +18,7 @@ mod exec;
 pub mod fdio;
 mod images;
 mod pull;
+pub mod network;
 pub mod volumes;
 mod push;
 mod lifecycle;
@@ -50,6 +51,8 @@ pub struct Options {
     pub berth_binary: PathBuf,
     /// Registries spoken to over plain HTTP besides loopback ones (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// The default bridge (None: no bridge networking, as `dockerd --bridge none`).
+    pub bridge: Option<network::BridgeOptions>,
 }
 
 /// Cheap to clone; all clones share one engine.
@@ -68,6 +71,8 @@ struct Inner {
     cgroup_v2: bool,
     /// The distribution client (its construction error, should TLS set-up have failed).
     registry: std::result::Result<registry::Client, String>,
+    /// The bridge network (its set-up error, when the host cannot have one).
+    network: std::result::Result<net::Network, String>,
     /// Layers being pulled (by chain id), so concurrent pulls fetch a shared layer once.
     inflight: Mutex<HashMap<String, pull::Done>>,
 }
@@ -114,6 +119,7 @@ impl Engine {
         let snapshots = Arc::new(snapshot::Snapshotter::open(&root.join("snapshots"))?);
         let images = image::ImageStore::open(&root.join("image"), snapshots.clone())?;
         let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let root_for_net = root.clone();
         let engine = Engine {
             inner: Arc::new(Inner {
                 root,
@@ -124,10 +130,23 @@ impl Engine {
                 execs: Mutex::new(HashMap::new()),
                 cgroup_v2,
                 inflight: Mutex::new(HashMap::new()),
+                network: match &opts.bridge {
+                    Some(b) => network::open(&root_for_net, b),
+                    None => Err("disabled (--bridge none)".to_string()),
+                },
                 registry: registry::Client::new(registry::Options { insecure_registries: opts.insecure_registries.clone() }).map_err(|e| e.to_string()),
             }),
         };
+        if let Err(e) = &engine.inner.network {
+            tracing::warn!(error = %e, "bridge networking unavailable: containers get --network none");
+        }
         engine.restore().await?;
+        let reconciler = engine.clone();
+        blocking(move || {
+            reconciler.reconcile_network();
+            Ok(())
+        })
+        .await?;
         Ok(engine)
     }
 

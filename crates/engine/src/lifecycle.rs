@@ -108,19 +108,22 @@ impl Engine {
             config.stop_signal = image_cfg.stop_signal.clone();
         }
         let mut host_config = req.host_config.clone();
-        // No bridge yet: the default network is a private namespace with loopback only.
-        if host_config.network_mode.is_empty() || host_config.network_mode == "default" || host_config.network_mode == "bridge" {
-            host_config.network_mode = "none".into();
+        // The default network is the bridge; where the host cannot have one, a private namespace
+        // with loopback only (recorded as `none`, so inspect tells the truth).
+        if host_config.network_mode.is_empty() || host_config.network_mode == "default" {
+            host_config.network_mode = if self.inner.network.is_ok() { "bridge" } else { "none" }.into();
+        }
+        if host_config.network_mode == "bridge" {
+            self.network()?;
         }
         for (what, mode) in [("network", &host_config.network_mode), ("pid", &host_config.pid_mode), ("ipc", &host_config.ipc_mode)] {
             match mode.as_str() {
-                "" | "none" | "host" | "private" | "shareable" => {}
+                "" | "none" | "host" | "private" | "shareable" | "bridge" => {}
                 m if m.starts_with("container:") => {
                     self.container(&m["container:".len()..])?;
                 }
-                other => {
-                    return Err(Error::InvalidArgument(format!("invalid --{what} mode {other:?}: use host, none, private or container:<name|id> (user-defined networks come with the networking issue)")))
-                }
+                other if what == "network" => return Err(Error::NotFound { kind: "network", name: other.to_string() }),
+                other => return Err(Error::InvalidArgument(format!("invalid --{what} mode {other:?}: use host, private or container:<name|id>"))),
             }
         }
         let image_volumes: Vec<String> = image_cfg.volumes.keys().cloned().collect();
@@ -139,6 +142,7 @@ impl Engine {
             state: State::default(),
             image_chain: img.top_chain_id.clone(),
             mounts,
+            endpoint: None,
         };
         let container = match self.register(record.clone(), req.name.as_deref()) {
             Ok(c) => c,
@@ -217,7 +221,8 @@ impl Engine {
         let engine = self.clone();
         let started = blocking(move || engine.launch(&rec)).await;
         match started {
-            Ok(pid) => {
+            Ok((pid, endpoint)) => {
+                c.record().endpoint = endpoint;
                 self.update(&c, |s| {
                     s.status = Status::Running;
                     s.pid = pid;
@@ -241,31 +246,46 @@ impl Engine {
         }
     }
 
-    /// Mounts the rootfs, writes the bundle and spawns the shim; returns the container's pid.
-    fn launch(&self, rec: &ContainerRecord) -> Result<i32> {
+    /// Mounts the rootfs, connects the network, writes the bundle and spawns the shim; returns the
+    /// container's pid and its place on the bridge.
+    fn launch(&self, rec: &ContainerRecord) -> Result<(i32, Option<crate::network::Endpoint>)> {
         let dir = self.container_dir(&rec.id);
         let rootfs = dir.join("rootfs");
         self.inner.snapshots.mount(&rec.id, &rootfs)?;
-        let result = self.write_bundle_and_spawn(rec, &dir);
+        let endpoint = match self.connect_bridge(rec) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = snapshot::Snapshotter::unmount(&rootfs);
+                return Err(e);
+            }
+        };
+        let result = self.write_bundle_and_spawn(rec, &dir, endpoint.as_ref());
         if result.is_err() {
+            if endpoint.is_some() {
+                self.disconnect_bridge(&rec.id);
+            }
             let _ = snapshot::Snapshotter::unmount(&rootfs);
         }
-        result
+        result.map(|pid| (pid, endpoint))
     }
 
-    fn write_bundle_and_spawn(&self, rec: &ContainerRecord, dir: &std::path::Path) -> Result<i32> {
+    fn write_bundle_and_spawn(&self, rec: &ContainerRecord, dir: &std::path::Path, endpoint: Option<&crate::network::Endpoint>) -> Result<i32> {
         let rootfs = dir.join("rootfs");
         let exec_user = user::resolve(&rootfs, &rec.config.user)?;
         let image_cfg = self.inner.images.get(&rec.image).map(|i| ImageRunConfig::from_image(&i.config)).unwrap_or_default();
         let hc = &rec.host_config;
-        let extra = etc::Extra { hosts: &hc.extra_hosts, dns: &hc.dns, dns_search: &hc.dns_search, dns_options: &hc.dns_options };
+        let own_ip = endpoint.map(|e| e.attachment.ip.to_string());
+        let extra = etc::Extra { hosts: &hc.extra_hosts, dns: &hc.dns, dns_search: &hc.dns_search, dns_options: &hc.dns_options, own_ip: own_ip.as_deref() };
         let etc_files = etc::write(dir, &rec.config.hostname, &rec.config.domainname, &extra)
             .map_err(|e| Error::io(format!("writing /etc files for {}", rec.id), e))?;
         let mut run_cfg = image_cfg;
         // The record already holds the merged env; don't merge the image's twice.
         run_cfg.env.clear();
         crate::volumes::copy_up(&rootfs, &rec.mounts)?;
-        let (joins, host) = self.shared_namespaces(rec)?;
+        let (mut joins, host) = self.shared_namespaces(rec)?;
+        if let Some(e) = endpoint {
+            joins.push(("network", e.attachment.netns.display().to_string()));
+        }
         let mut with_shm = rec.clone();
         if let Some(shm) = self.shared_shm(rec)? {
             with_shm.mounts.push(crate::volumes::MountPoint {
@@ -387,6 +407,14 @@ impl Engine {
 
     async fn on_exit(&self, c: &Arc<Container>, status: Option<shim::ExitStatus>) {
         let id = c.record().id.clone();
+        if c.record().endpoint.take().is_some() {
+            let (engine, id) = (self.clone(), id.clone());
+            let _ = blocking(move || {
+                engine.disconnect_bridge(&id);
+                Ok(())
+            })
+            .await;
+        }
         let rootfs = self.container_dir(&id).join("rootfs");
         let shim_dir = self.shim_dir(&id);
         let _ = blocking(move || {

@@ -83,6 +83,9 @@ pub struct HostConfig {
     pub dns_search: Vec<String>,
     #[serde(deserialize_with = "null_as_default")]
     pub dns_options: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub port_bindings: BTreeMap<String, Vec<crate::network::PortBinding>>,
+    pub publish_all_ports: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -164,6 +167,9 @@ pub struct ContainerRecord {
     /// Volumes, binds and tmpfs mounts, resolved at create.
     #[serde(default)]
     pub mounts: Vec<crate::volumes::MountPoint>,
+    /// Its place on the bridge while it runs.
+    #[serde(default)]
+    pub endpoint: Option<crate::network::Endpoint>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>

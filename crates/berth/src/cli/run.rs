@@ -109,6 +109,15 @@ pub struct RunArgs {
     /// IPC namespace: private, shareable, host or container:NAME.
     #[arg(long = "ipc")]
     pub ipc: Option<String>,
+    /// Publish a container's port(s) to the host: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port without publishing it.
+    #[arg(long = "expose", value_name = "PORT[/PROTO]")]
+    pub expose: Vec<String>,
     /// Add a custom host-to-IP mapping (host:ip).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_host: Vec<String>,
@@ -173,6 +182,16 @@ impl RunArgs {
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
             host_config: Some(self.host_config()?),
+            exposed_ports: {
+                let mut ports: Vec<String> = self.expose.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect();
+                for spec in &self.publish {
+                    let (key, _) = parse_publish(spec)?;
+                    if !ports.contains(&key) {
+                        ports.push(key);
+                    }
+                }
+                (!ports.is_empty()).then_some(ports)
+            },
             volumes: {
                 // `-v /path`: an anonymous volume, which docker sends as Config.Volumes.
                 let anon: Vec<String> = self.volumes.iter().filter(|v| !v.contains(':')).cloned().collect();
@@ -203,6 +222,15 @@ impl RunArgs {
             ipc_mode: self.ipc.clone(),
             shm_size: self.shm_size,
             extra_hosts: list(&self.add_host),
+            port_bindings: {
+                let mut map: std::collections::HashMap<String, Option<Vec<bollard::models::PortBinding>>> = Default::default();
+                for spec in &self.publish {
+                    let (key, binding) = parse_publish(spec)?;
+                    map.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
+                }
+                (!map.is_empty()).then_some(map)
+            },
+            publish_all_ports: self.publish_all.then_some(true),
             dns: list(&self.dns),
             dns_search: list(&self.dns_search),
             dns_options: list(&self.dns_option),
@@ -221,6 +249,27 @@ impl RunArgs {
             ..Default::default()
         })
     }
+}
+
+/// `-p [ip:][host_port:]container_port[/proto]` → ("80/tcp", binding).
+fn parse_publish(spec: &str) -> Result<(String, bollard::models::PortBinding), String> {
+    let (addr, proto) = spec.rsplit_once('/').map_or((spec, "tcp"), |(a, p)| (a, p));
+    if proto != "tcp" && proto != "udp" {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let parts: Vec<&str> = addr.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [i, h, c] => (*i, *h, *c),
+        _ => return Err(format!("invalid publish spec {spec:?}: use [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]")),
+    };
+    let check = |p: &str| p.is_empty() || p.parse::<u16>().is_ok_and(|n| n > 0);
+    if container.is_empty() || !check(container) || !check(host) {
+        return Err(format!("invalid containerPort or hostPort in {spec:?}"));
+    }
+    let binding = bollard::models::PortBinding { host_ip: (!ip.is_empty()).then(|| ip.to_string()), host_port: Some(host.to_string()) };
+    Ok((format!("{container}/{proto}"), binding))
 }
 
 /// `--mount type=bind,src=/a,dst=/b,readonly,bind-propagation=rshared` as docker's CLI reads it.

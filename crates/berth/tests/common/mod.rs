@@ -37,6 +37,9 @@ pub fn busybox_tar() -> &'static Path {
 pub struct TestEngine {
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// This engine's own bridge and subnet, so engines of parallel tests never share one.
+    pub bridge: String,
+    pub subnet: String,
     child: Option<Child>,
     /// Extra environment for the engine process.
     env: Vec<(String, String)>,
@@ -55,7 +58,12 @@ impl TestEngine {
         let root = tmp.path().join("root");
         let socket = tmp.path().join("berth.sock");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut e = TestEngine { root, socket, child: None, env, _tmp: tmp };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let bridge = format!("bt{}x{n}", pid % 100_000);
+        let subnet = format!("10.{}.{}.0/24", 100 + pid % 100, n % 250);
+        let mut e = TestEngine { root, socket, bridge, subnet, child: None, env, _tmp: tmp };
         e.spawn();
         e
     }
@@ -67,6 +75,7 @@ impl TestEngine {
             .arg(&self.root)
             .arg("--socket")
             .arg(&self.socket)
+            .args(["--bridge", &self.bridge, "--bip", &self.subnet])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -88,6 +97,16 @@ impl TestEngine {
     }
 
     /// SIGKILLs the engine (containers must survive) and starts a new one on the same root.
+    /// kill -9 of the engine, `between` while it is down, then a new engine on the same root.
+    pub fn kill_and_restart_with(&mut self, between: impl FnOnce()) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        between();
+        self.spawn();
+    }
+
     pub fn kill_and_restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -125,6 +144,18 @@ impl TestEngine {
         self.ok(&["import", &tar, name]).trim().to_string()
     }
 
+    /// Host veths of this engine's containers (`vb…` on its bridge).
+    pub fn veths(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// Every mount below the engine root.
     pub fn mounts(&self) -> Vec<String> {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -151,6 +182,12 @@ impl TestEngine {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The engine's bridge, its veths and its nftables table.
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("nft").args(["delete", "table", "ip", &format!("berth_{}", self.bridge)]).stderr(Stdio::null()).status();
+        for veth in self.veths() {
+            let _ = Command::new("ip").args(["link", "del", &veth]).stderr(Stdio::null()).status();
         }
         // Whatever is still mounted below our root (a failed test), detached deepest first.
         let mut mounts = self.mounts();
