@@ -1,0 +1,198 @@
+//! Patch strategies of the built-in kinds, as a compact type graph.
+//!
+//! Each row says how one field of one Go type is patched. The rows mirror the
+//! `patchStrategy`/`patchMergeKey` struct tags of k8s.io/api (the same data
+//! OpenAPI publishes as `x-kubernetes-patch-strategy`/`-merge-key`); fields
+//! without a row are maps merged recursively or lists replaced whole, which is
+//! the upstream default.
+
+use serde_json::Value;
+
+use crate::PatchError;
+
+/// How a list or map field is patched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Field {
+    /// Type name of the field's value (or of its list elements), "" if untyped.
+    pub(crate) ty: &'static str,
+    /// `patchStrategy:"merge"`: lists are merged (by `key`, or as a set of primitives).
+    pub(crate) merge: bool,
+    /// `patchStrategy:"retainKeys"`: a map (or each element of a merged list) keeps only
+    /// the keys listed in `$retainKeys`.
+    pub(crate) retain_keys: bool,
+    /// `patchMergeKey`; "" for lists of primitives.
+    pub(crate) key: &'static str,
+}
+
+const fn t(ty: &'static str) -> Field {
+    Field { ty, merge: false, retain_keys: false, key: "" }
+}
+const fn m(ty: &'static str, key: &'static str) -> Field {
+    Field { ty, merge: true, retain_keys: false, key }
+}
+const fn mr(ty: &'static str, key: &'static str) -> Field {
+    Field { ty, merge: true, retain_keys: true, key }
+}
+const fn r(ty: &'static str) -> Field {
+    Field { ty, merge: false, retain_keys: true, key: "" }
+}
+/// A merged list of primitives (a set).
+const SET: Field = Field { ty: "", merge: true, retain_keys: false, key: "" };
+
+/// (type, field, how). Type names follow k8s.io/api.
+pub(crate) const FIELDS: &[(&str, &str, Field)] = &[
+    // meta/v1
+    ("ObjectMeta", "ownerReferences", m("", "uid")),
+    ("ObjectMeta", "finalizers", SET),
+    // core/v1 pods
+    ("Pod", "metadata", t("ObjectMeta")),
+    ("Pod", "spec", t("PodSpec")),
+    ("Pod", "status", t("PodStatus")),
+    ("PodTemplate", "metadata", t("ObjectMeta")),
+    ("PodTemplate", "template", t("PodTemplateSpec")),
+    ("PodTemplateSpec", "metadata", t("ObjectMeta")),
+    ("PodTemplateSpec", "spec", t("PodSpec")),
+    ("PodSpec", "volumes", mr("", "name")),
+    ("PodSpec", "initContainers", m("Container", "name")),
+    ("PodSpec", "containers", m("Container", "name")),
+    ("PodSpec", "ephemeralContainers", m("Container", "name")),
+    ("PodSpec", "imagePullSecrets", m("", "name")),
+    ("PodSpec", "hostAliases", m("", "ip")),
+    ("PodSpec", "topologySpreadConstraints", m("", "topologyKey")),
+    ("PodSpec", "resourceClaims", mr("", "name")),
+    ("PodSpec", "schedulingGates", m("", "name")),
+    ("Container", "ports", m("", "containerPort")),
+    ("Container", "env", m("", "name")),
+    ("Container", "volumeMounts", m("", "mountPath")),
+    ("Container", "volumeDevices", m("", "devicePath")),
+    ("Container", "resizePolicy", m("", "resourceName")),
+    ("PodStatus", "conditions", m("", "type")),
+    ("PodStatus", "podIPs", m("", "ip")),
+    ("PodStatus", "hostIPs", m("", "ip")),
+    // apps/v1
+    ("Deployment", "metadata", t("ObjectMeta")),
+    ("Deployment", "spec", t("DeploymentSpec")),
+    ("Deployment", "status", t("WorkloadStatus")),
+    ("DeploymentSpec", "template", t("PodTemplateSpec")),
+    ("DeploymentSpec", "strategy", r("")),
+    ("ReplicaSet", "metadata", t("ObjectMeta")),
+    ("ReplicaSet", "spec", t("ReplicaSetSpec")),
+    ("ReplicaSet", "status", t("WorkloadStatus")),
+    ("ReplicaSetSpec", "template", t("PodTemplateSpec")),
+    ("StatefulSet", "metadata", t("ObjectMeta")),
+    ("StatefulSet", "spec", t("StatefulSetSpec")),
+    ("StatefulSet", "status", t("WorkloadStatus")),
+    ("StatefulSetSpec", "template", t("PodTemplateSpec")),
+    ("DaemonSet", "metadata", t("ObjectMeta")),
+    ("DaemonSet", "spec", t("DaemonSetSpec")),
+    ("DaemonSet", "status", t("WorkloadStatus")),
+    ("DaemonSetSpec", "template", t("PodTemplateSpec")),
+    ("WorkloadStatus", "conditions", m("", "type")),
+    // batch/v1
+    ("Job", "metadata", t("ObjectMeta")),
+    ("Job", "spec", t("JobSpec")),
+    ("Job", "status", t("WorkloadStatus")),
+    ("JobSpec", "template", t("PodTemplateSpec")),
+    ("CronJob", "metadata", t("ObjectMeta")),
+    ("CronJob", "spec", t("CronJobSpec")),
+    ("CronJobSpec", "jobTemplate", t("JobTemplateSpec")),
+    ("JobTemplateSpec", "metadata", t("ObjectMeta")),
+    ("JobTemplateSpec", "spec", t("JobSpec")),
+    // core/v1 services and friends
+    ("Service", "metadata", t("ObjectMeta")),
+    ("Service", "spec", t("ServiceSpec")),
+    ("Service", "status", t("ServiceStatus")),
+    ("ServiceSpec", "ports", m("", "port")),
+    ("ServiceStatus", "conditions", m("", "type")),
+    ("Endpoints", "metadata", t("ObjectMeta")),
+    ("Node", "metadata", t("ObjectMeta")),
+    ("Node", "spec", t("NodeSpec")),
+    ("Node", "status", t("NodeStatus")),
+    ("NodeSpec", "podCIDRs", SET),
+    ("NodeStatus", "conditions", m("", "type")),
+    ("NodeStatus", "addresses", m("", "type")),
+    ("Namespace", "metadata", t("ObjectMeta")),
+    ("Namespace", "status", t("NamespaceStatus")),
+    ("NamespaceStatus", "conditions", m("", "type")),
+    ("ConfigMap", "metadata", t("ObjectMeta")),
+    ("Secret", "metadata", t("ObjectMeta")),
+    ("ServiceAccount", "metadata", t("ObjectMeta")),
+    ("ServiceAccount", "secrets", m("", "name")),
+    ("PersistentVolumeClaim", "metadata", t("ObjectMeta")),
+    ("PersistentVolumeClaim", "status", t("PvcStatus")),
+    ("PvcStatus", "conditions", m("", "type")),
+];
+
+/// (apiVersion, kind) → root type in [`FIELDS`].
+pub(crate) const KINDS: &[(&str, &str)] = &[
+    ("v1", "Pod"),
+    ("v1", "PodTemplate"),
+    ("v1", "Service"),
+    ("v1", "Endpoints"),
+    ("v1", "Node"),
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+];
+
+/// The patch strategies of one kind, used by [`crate::strategic_merge`] and
+/// [`crate::three_way_merge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchSchema {
+    /// Root type name in [`FIELDS`]; "" means untyped (maps merge, lists replace).
+    root: &'static str,
+}
+
+impl PatchSchema {
+    /// The schema of a built-in kind, or `None` for kinds without a compiled-in
+    /// table (custom resources, or built-ins berth does not know yet).
+    pub fn for_kind(api_version: &str, kind: &str) -> Option<Self> {
+        KINDS
+            .iter()
+            .find(|(v, k)| *v == api_version && *k == kind)
+            .map(|(_, k)| PatchSchema { root: k })
+    }
+
+    /// The schema of the object's `apiVersion`/`kind`. Unknown kinds get
+    /// [`PatchError::UnsupportedKind`], which an API server answers with 415 like
+    /// upstream does for strategic merge patches of custom resources.
+    pub fn for_object(obj: &Value) -> Result<Self, PatchError> {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        Self::for_kind(api_version, kind).ok_or_else(|| PatchError::UnsupportedKind {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+        })
+    }
+
+    /// No strategies at all: maps merge recursively, lists are replaced. This is
+    /// what a strategic merge of an unknown type degenerates to, and how
+    /// [`crate::server_side_apply`] treats custom resources.
+    pub fn untyped() -> Self {
+        PatchSchema { root: "" }
+    }
+
+    pub(crate) fn root(&self) -> &'static str {
+        self.root
+    }
+}
+
+/// How `field` of type `ty` is patched; untyped default if there is no row.
+pub(crate) fn field(ty: &str, name: &str) -> Field {
+    if ty.is_empty() {
+        return t("");
+    }
+    FIELDS
+        .iter()
+        .find(|(tt, f, _)| *tt == ty && *f == name)
+        .map(|(_, _, how)| *how)
+        .unwrap_or(t(""))
+}
