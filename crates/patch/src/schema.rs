@@ -196,3 +196,102 @@ pub(crate) fn field(ty: &str, name: &str) -> Field {
         .map(|(_, _, how)| *how)
         .unwrap_or(t(""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Field paths from each kind to every type it embeds.
+    /// A path step: a field, and for typed merged lists the merge key of the
+    /// one element the step goes through.
+    type Step = (&'static str, Option<&'static str>);
+
+    fn paths(ty: &'static str, prefix: Vec<Step>, out: &mut Vec<(&'static str, Vec<Step>)>) {
+        out.push((ty, prefix.clone()));
+        for (tt, f, how) in FIELDS {
+            if *tt == ty && !how.ty.is_empty() {
+                let mut p = prefix.clone();
+                p.push((f, how.merge.then_some(how.key)));
+                paths(how.ty, p, out);
+            }
+        }
+    }
+
+    fn nest(path: &[Step], leaf: Value) -> Value {
+        path.iter().rev().fold(leaf, |acc, (k, key)| match (key, acc) {
+            (Some(key), Value::Object(mut m)) => {
+                m.insert(key.to_string(), json!("e0"));
+                json!({ *k: [m] })
+            }
+            (_, acc) => json!({ *k: acc }),
+        })
+    }
+
+    /// Every row of the table is exercised: merged lists merge by their key
+    /// (or as sets), retainKeys maps drop unlisted keys, and typed fields are
+    /// reachable from a kind (a misspelt type name would leave a row dead).
+    #[test]
+    fn every_row_behaves_as_declared() {
+        let mut reach = Vec::new();
+        for (_, k) in KINDS {
+            paths(k, vec![], &mut reach);
+        }
+        let mut tested = 0;
+        for (ty, f, how) in FIELDS {
+            let (kind_path, root) = KINDS
+                .iter()
+                .find_map(|(_, k)| {
+                    let mut r = Vec::new();
+                    paths(k, vec![], &mut r);
+                    r.into_iter().find(|(t, _)| t == ty).map(|(_, p)| (p, *k))
+                })
+                .unwrap_or_else(|| panic!("type {ty} (field {f}) is not reachable from any kind"));
+            let api = KINDS.iter().find(|(_, k)| *k == root).map(|(v, _)| *v).unwrap_or("v1");
+            let schema = PatchSchema::for_kind(api, root).unwrap_or_else(|| panic!("{root}"));
+            let mut at = kind_path.clone();
+            at.push((f, None));
+            let (orig, patch, want) = if how.merge && how.key.is_empty() {
+                (json!(["a", "b"]), json!(["b", "c"]), json!(["a", "b", "c"]))
+            } else if how.merge {
+                let k = how.key;
+                (
+                    json!([{k: "1", "x": "o"}, {k: "2", "x": "o"}]),
+                    json!([{k: "2", "x": "p"}, {k: "3"}]),
+                    json!([{k: "1", "x": "o"}, {k: "2", "x": "p"}, {k: "3"}]),
+                )
+            } else if how.retain_keys {
+                (json!({"a": 1, "b": 2}), json!({"$retainKeys": ["b"], "b": 3}), json!({"b": 3}))
+            } else {
+                // A typed map: merged recursively.
+                (json!({"zz": 1}), json!({"yy": 2}), json!({"zz": 1, "yy": 2}))
+            };
+            let got = crate::strategic_merge(&nest(&at, orig), &nest(&at, patch), &schema)
+                .unwrap_or_else(|e| panic!("{ty}.{f}: {e}"));
+            assert_eq!(got, nest(&at, want), "{ty}.{f} via {root}");
+            tested += 1;
+        }
+        assert_eq!(tested, FIELDS.len());
+    }
+
+    #[test]
+    fn pod_template_is_typed_in_every_workload() {
+        for (api, kind, path) in [
+            ("apps/v1", "Deployment", vec!["spec", "template"]),
+            ("apps/v1", "ReplicaSet", vec!["spec", "template"]),
+            ("apps/v1", "StatefulSet", vec!["spec", "template"]),
+            ("apps/v1", "DaemonSet", vec!["spec", "template"]),
+            ("batch/v1", "Job", vec!["spec", "template"]),
+            ("batch/v1", "CronJob", vec!["spec", "jobTemplate", "spec", "template"]),
+            ("v1", "PodTemplate", vec!["template"]),
+        ] {
+            let schema = PatchSchema::for_kind(api, kind).unwrap_or_else(|| panic!("{kind}"));
+            let mut p: Vec<Step> = path.iter().map(|s| (*s, None)).collect();
+            p.extend([("spec", None), ("containers", None)]);
+            let o = nest(&p, json!([{"name": "a", "env": [{"name": "X", "value": "1"}]}]));
+            let patch = nest(&p, json!([{"name": "a", "env": [{"name": "Y", "value": "2"}]}]));
+            let want = nest(&p, json!([{"name": "a", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]));
+            assert_eq!(crate::strategic_merge(&o, &patch, &schema), Ok(want), "{kind}");
+        }
+    }
+}
