@@ -90,6 +90,7 @@ pub(crate) fn merge_map(
         if let Some(name) = k.strip_prefix(SET_ORDER) {
             let order = v.as_array().ok_or_else(|| PatchError::directive(path, format!("{k} must be a list")))?;
             let how = field(ty, name);
+            check_order(patch.get(name), order, how.key, &join(path, name))?;
             if let Some(Value::Array(list)) = original.get_mut(name) {
                 let taken = std::mem::take(list);
                 *list = reorder(taken, order, how.key, &join(path, name))?;
@@ -203,6 +204,29 @@ fn reorder(list: Vec<Value>, order: &[Value], key: &str, path: &str) -> Result<V
         ordered.insert(at, e.clone());
     }
     Ok(ordered)
+}
+
+/// Every element the patch list sets must be named in its `$setElementOrder`,
+/// as apimachinery requires; otherwise the order would be ambiguous.
+fn check_order(list: Option<&Value>, order: &[Value], key: &str, path: &str) -> Result<(), PatchError> {
+    let Some(Value::Array(list)) = list else {
+        return Ok(());
+    };
+    for e in list {
+        if directive_of(e).is_some() {
+            continue;
+        }
+        let named = if key.is_empty() {
+            order.contains(e)
+        } else {
+            let k = e.get(key);
+            order.iter().any(|o| o.get(key) == k)
+        };
+        if !named {
+            return Err(PatchError::directive(path, format!("element {e} is missing from $setElementOrder")));
+        }
+    }
+    Ok(())
 }
 
 fn directive_of(e: &Value) -> Option<&str> {

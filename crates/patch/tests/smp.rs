@@ -197,6 +197,7 @@ fn malformed_directives_are_errors() {
         json!({"spec": {"$deleteFromPrimitiveList/x": "a"}}),
         json!({"spec": {"$unknown": 1}}),
         json!({"metadata": {"finalizers": [{"$patch": "delete"}]}}),
+        json!({"spec": {"$setElementOrder/containers": [{"name": "a"}], "containers": [{"name": "b"}]}}),
     ];
     for p in bad {
         match strategic_merge(&o, &p, &pod()) {
