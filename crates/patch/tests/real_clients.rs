@@ -83,22 +83,19 @@ fn deployment(env: Value, labels: Value) -> Value {
     })
 }
 
-/// `kubectl apply` of a file that dropped env var B and label tier, against a
-/// live object that was scaled to 3 by someone else.
-#[test]
-fn kubectl_apply_patch_matches_three_way_merge() {
-    let Some(python) = python() else { return };
-    let old = deployment(json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]), json!({"app": "web", "tier": "x"}));
+/// Runs `kubectl apply` of `new` against a live object last applied from
+/// `old` (and changed by `server_side`), and checks that kubectl's PATCH is
+/// exactly berth's three-way patch. Returns the live object and the patch.
+fn kubectl_reapply(python: &str, name: &str, old: &Value, new: &Value, server_side: impl Fn(&mut Value)) -> Option<(Value, Value)> {
     let mut last = old.clone();
     last["metadata"]["annotations"] = json!({});
     let mut live = old.clone();
     live["metadata"]["uid"] = json!("u1");
     live["metadata"]["resourceVersion"] = json!("7");
     live["metadata"]["annotations"] = json!({ LAST_APPLIED: format!("{}\n", last) });
-    live["spec"]["replicas"] = json!(3);
-    let cap = Capture::start(&python, "kubectl", &live);
+    server_side(&mut live);
+    let cap = Capture::start(python, name, &live);
 
-    let new = deployment(json!([{"name": "A", "value": "1"}]), json!({"app": "web"}));
     let file = cap.dir.join("new.json");
     std::fs::write(&file, new.to_string()).expect("write manifest");
     let out = Command::new("kubectl")
@@ -107,11 +104,14 @@ fn kubectl_apply_patch_matches_three_way_merge() {
         .env("KUBECONFIG", cap.dir.join("no-kubeconfig"))
         .output()
         .expect("run kubectl (installed in the test image)");
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name}: kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
     let patches = cap.patches();
-    assert_eq!(patches.len(), 1, "{patches:?}");
+    if patches.is_empty() {
+        return None; // nothing to change: kubectl sends no PATCH
+    }
+    assert_eq!(patches.len(), 1, "{name}: {patches:?}");
     assert_eq!(patches[0]["contentType"], json!("application/strategic-merge-patch+json"));
-    let sent = &patches[0]["body"];
+    let sent = patches[0]["body"].clone();
 
     // kubectl's modified object is the file plus the new last-applied annotation.
     let new_last = sent["metadata"]["annotations"][LAST_APPLIED].clone();
@@ -119,12 +119,56 @@ fn kubectl_apply_patch_matches_three_way_merge() {
     modified["metadata"]["annotations"] = json!({ LAST_APPLIED: new_last });
     let schema = PatchSchema::for_object(&live).expect("schema");
     let ours = three_way_merge(&last, &modified, &live, &schema).expect("three-way patch");
-    assert_eq!(&ours, sent, "berth's three-way patch differs from kubectl's");
+    assert_eq!(ours, sent, "{name}: berth's three-way patch differs from kubectl's");
+    let applied = strategic_merge(&live, &sent, &schema).expect("apply kubectl's patch");
+    Some((live, applied))
+}
 
-    let applied = strategic_merge(&live, sent, &schema).expect("apply kubectl's patch");
+/// `kubectl apply` of a file that dropped env var B and label tier, against a
+/// live object that was scaled to 3 by someone else.
+#[test]
+fn kubectl_apply_patch_matches_three_way_merge() {
+    let Some(python) = python() else { return };
+    let old = deployment(json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]), json!({"app": "web", "tier": "x"}));
+    let new = deployment(json!([{"name": "A", "value": "1"}]), json!({"app": "web"}));
+    let (_, applied) = kubectl_reapply(&python, "env", &old, &new, |live| live["spec"]["replicas"] = json!(3))
+        .expect("kubectl sends a patch");
     assert_eq!(applied["metadata"]["labels"], json!({"app": "web"}));
     assert_eq!(applied["spec"]["template"]["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "1"}]));
     assert_eq!(applied["spec"]["replicas"], json!(3), "kubectl apply keeps fields it never set");
+}
+
+/// More re-apply shapes: reordered containers with a new port, a volume whose
+/// source changes (retainKeys), a strategy switch (retainKeys map), and a
+/// finalizer removed.
+#[test]
+fn kubectl_apply_other_shapes_match() {
+    let Some(python) = python() else { return };
+    let base = || deployment(json!([{"name": "A", "value": "1"}]), json!({"app": "web"}));
+    let mut old = base();
+    old["metadata"]["finalizers"] = json!(["x.io/a", "x.io/b"]);
+    old["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
+    old["spec"]["template"]["spec"]["containers"] = json!([
+        {"name": "a", "image": "busybox", "ports": [{"containerPort": 80}]},
+        {"name": "b", "image": "busybox"}
+    ]);
+    old["spec"]["template"]["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
+    let mut new = base();
+    new["metadata"]["finalizers"] = json!(["x.io/b"]);
+    new["spec"]["strategy"] = json!({"type": "Recreate"});
+    new["spec"]["template"]["spec"]["containers"] = json!([
+        {"name": "b", "image": "busybox"},
+        {"name": "a", "image": "busybox", "ports": [{"containerPort": 80}, {"containerPort": 443}]}
+    ]);
+    new["spec"]["template"]["spec"]["volumes"] = json!([{"name": "v", "hostPath": {"path": "/srv"}}]);
+    let (_, applied) = kubectl_reapply(&python, "shapes", &old, &new, |live| {
+        live["metadata"]["finalizers"] = json!(["x.io/a", "x.io/b", "server.io/c"]);
+    })
+    .expect("kubectl sends a patch");
+    assert_eq!(applied["metadata"]["finalizers"], json!(["x.io/b", "server.io/c"]));
+    assert_eq!(applied["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert_eq!(applied["spec"]["template"]["spec"]["containers"], new["spec"]["template"]["spec"]["containers"]);
+    assert_eq!(applied["spec"]["template"]["spec"]["volumes"], new["spec"]["template"]["spec"]["volumes"]);
 }
 
 /// The Python client sends a dict body as a strategic merge patch, unchanged.
