@@ -24,11 +24,15 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Pull and push through a loopback registry, berth against Debian's Docker engine.
     Pull(crate::bench_pull::PullBenchArgs),
+    /// Container start on the bridge vs --network none vs Docker; 200 published ports.
+    Net(crate::bench_net::NetBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchKind::Pull(a)) = args.kind {
-        return crate::bench_pull::run(a);
+    match args.kind {
+        Some(BenchKind::Pull(a)) => return crate::bench_pull::run(a),
+        Some(BenchKind::Net(a)) => return crate::bench_net::run(a),
+        None => {}
     }
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let tmp = tempdir()?;

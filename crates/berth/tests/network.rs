@@ -72,7 +72,7 @@ fn a_published_port_answers_on_loopback_and_the_hosts_address_and_containers_rea
     let auto_port = mapped.trim().rsplit(':').next().unwrap_or_default().to_string();
     eventually_serves(&format!("127.0.0.1:{auto_port}"));
     e.ok(&["rm", "-f", "web", "auto"]);
-    assert!(e.veths().is_empty(), "veths left: {:?}", e.veths());
+    eventually("the veths go", Duration::from_secs(10), || e.veths().is_empty());
     let leases = std::fs::read_dir(e.root.join("network/leases")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leases, 0, "addresses released");
     assert!(http_get(&format!("127.0.0.1:{port}")).is_none(), "the port is unpublished");
@@ -100,7 +100,7 @@ fn ports_in_use_and_unknown_networks_are_clear_errors() {
     let out = e.berth(&["run", "--rm", "-p", "99999:80", "bb:1", "true"]);
     assert!(!out.status.success());
     e.ok(&["rm", "-f", "first"]);
-    assert!(e.veths().is_empty(), "veths left: {:?}", e.veths());
+    eventually("the veths go", Duration::from_secs(10), || e.veths().is_empty());
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn network_leftovers_of_containers_that_died_during_an_engine_crash_are_removed(
     assert!(!ip.trim().is_empty(), "the survivor keeps its address");
     assert_eq!(e.ok(&["inspect", "-f", "{{.State.Status}}", "doomed"]).trim(), "exited");
     e.ok(&["rm", "-f", "doomed", "survivor"]);
-    assert!(e.veths().is_empty());
+    eventually("the veths go", Duration::from_secs(10), || e.veths().is_empty());
 }
 
 #[test]

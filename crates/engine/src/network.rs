@@ -135,12 +135,19 @@ impl Engine {
         }
     }
 
-    /// After the container stopped (blocking): address, veth, ports and namespace released.
+    /// After the container stopped (blocking): address, ports and namespace released at once;
+    /// the veth is deleted on a background thread (the kernel makes that wait).
     pub(crate) fn disconnect_bridge(&self, id: &str) {
         if let Ok(net) = self.network() {
-            if let Err(e) = net.detach(id) {
+            if let Err(e) = net.release(id) {
                 tracing::warn!(container = %id, error = %e, "releasing the container's network");
             }
+            let (engine, id) = (self.clone(), id.to_string());
+            std::thread::spawn(move || {
+                if let Ok(net) = engine.network() {
+                    net.delete_veth(&id);
+                }
+            });
         }
     }
 

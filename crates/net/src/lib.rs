@@ -120,6 +120,10 @@ impl Network {
             return Err(e);
         }
         let att = Attachment { ip, prefix: self.cfg.subnet.prefix, gateway: self.cfg.subnet.gateway(), mac, host_veth, netns: netns.to_path_buf() };
+        if ports.is_empty() {
+            // Nothing to publish: the table does not change (an nft run costs milliseconds).
+            return Ok(att);
+        }
         nft::save_ports(&self.cfg.state_dir, id, ip, ports)?;
         if let Err(e) = self.sync_table() {
             drop(_g);
@@ -131,13 +135,29 @@ impl Network {
 
     /// Undoes `attach` and removes the pinned namespace; safe to call for what is already gone.
     pub fn detach(&self, id: &str) -> Result<()> {
+        self.release(id)?;
+        self.delete_veth(id);
+        Ok(())
+    }
+
+    /// The quick part of `detach`: the address, the ports and the pinned namespace (whose
+    /// destruction takes the veth pair with it, in the kernel's own time).
+    pub fn release(&self, id: &str) -> Result<()> {
         let _g = self.guard();
-        let _ = link::delete_link(&host_veth_name(id));
         ipam::release(&self.cfg.state_dir.join("leases"), id);
-        nft::remove_ports(&self.cfg.state_dir, id);
+        let published = nft::remove_ports(&self.cfg.state_dir, id);
         let pinned = self.cfg.state_dir.join("netns").join(id);
         link::unpin_netns(&pinned);
-        self.sync_table()
+        if published {
+            self.sync_table()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the host end of the sandbox's veth now rather than when the kernel gets to it
+    /// (this waits for the kernel: run it off any latency path).
+    pub fn delete_veth(&self, id: &str) {
+        let _ = link::delete_link(&host_veth_name(id));
     }
 
     /// Removes what belongs to sandboxes not in `alive` (after a crash): veths, leases, ports,

@@ -32,8 +32,9 @@ pub fn save_ports(state: &Path, id: &str, ip: Ipv4Addr, ports: &[PortMapping]) -
     std::fs::write(dir.join(id), data).map_err(crate::io("saving published ports"))
 }
 
-pub fn remove_ports(state: &Path, id: &str) {
-    let _ = std::fs::remove_file(state.join("ports").join(id));
+/// Whether the sandbox had published ports.
+pub fn remove_ports(state: &Path, id: &str) -> bool {
+    std::fs::remove_file(state.join("ports").join(id)).is_ok()
 }
 
 /// Every published port with its owner.
