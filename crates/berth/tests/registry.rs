@@ -425,6 +425,30 @@ fn serve(mut conn: std::net::TcpStream, routes: &[Route], bearer: Option<u16>) {
     }
 }
 
+/// A one-file image served by the fake registry: its layer, config and manifest with digests.
+struct OneFileImage {
+    layer: Vec<u8>,
+    layer_digest: String,
+    config: String,
+    config_digest: String,
+    manifest: String,
+}
+
+fn one_file_image(content: &str) -> OneFileImage {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("hello"), content).expect("file");
+    let layer = Command::new("tar").arg("-C").arg(tmp.path()).args(["-cf", "-", "hello"]).output().expect("tar").stdout;
+    let layer_digest = sha256(&layer);
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#);
+    let config_digest = sha256(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    OneFileImage { layer, layer_digest, config, config_digest, manifest }
+}
+
 fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
@@ -435,18 +459,7 @@ fn a_lying_manifest_and_a_truncated_blob_are_refused_and_nothing_is_stored() {
     if !can_run() {
         return;
     }
-    // A one-file layer, its config and manifest.
-    let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::write(tmp.path().join("hello"), "hello\n").expect("file");
-    let layer = Command::new("tar").arg("-C").arg(tmp.path()).args(["-cf", "-", "hello"]).output().expect("tar").stdout;
-    let layer_digest = sha256(&layer);
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#);
-    let config_digest = sha256(config.as_bytes());
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
-        config.len(),
-        layer.len()
-    );
+    let OneFileImage { layer, layer_digest, config, config_digest, manifest } = one_file_image("hello\n");
     let oci = ("Content-Type".to_string(), "application/vnd.oci.image.manifest.v1+json".to_string());
     let wrong = format!("sha256:{}", "0".repeat(64));
     let fake = FakeRegistry::start(vec![
@@ -476,17 +489,7 @@ fn a_bearer_token_challenge_is_answered_with_the_users_credentials() {
     if !can_run() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::write(tmp.path().join("hello"), "behind a token\n").expect("file");
-    let layer = Command::new("tar").arg("-C").arg(tmp.path()).args(["-cf", "-", "hello"]).output().expect("tar").stdout;
-    let layer_digest = sha256(&layer);
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#);
-    let config_digest = sha256(config.as_bytes());
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
-        config.len(),
-        layer.len()
-    );
+    let OneFileImage { layer, layer_digest, config, config_digest, manifest } = one_file_image("behind a token\n");
     let oci = ("Content-Type".to_string(), "application/vnd.oci.image.manifest.v1+json".to_string());
     let expected_id = config_digest.clone();
     let fake = FakeRegistry::start_auth(
