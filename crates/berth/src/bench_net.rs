@@ -136,7 +136,7 @@ fn measure(exe: &Path, tmp: &Path, socket: &Path, bridge: &str, args: &NetBenchA
     }
     let pbridge = format!("{bridge}p");
     let t = Instant::now();
-    let net = net::Network::open(net::Config { bridge: pbridge.clone(), subnet, state_dir: state, nft_table: format!("berth_{pbridge}") })
+    let net = net::Host::open(net::Config { state_dir: state, nft_table: format!("berth_{pbridge}") }, &[net::Bridge { name: pbridge.clone(), subnet, internal: false }])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let reconcile = t.elapsed();
     net.destroy();

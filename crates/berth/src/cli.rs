@@ -17,6 +17,7 @@ mod host;
 mod http;
 mod image;
 mod inspect;
+mod network;
 mod port;
 mod ps;
 mod pull;
@@ -103,6 +104,9 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Return low-level information on containers or images.
     Inspect(inspect::InspectArgs),
     /// Show the client and engine version information.
@@ -348,6 +352,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Load(a) => archive::load(c, a).await,
         Cmd::History(a) => archive::history(c, a).await,
         Cmd::Volume(v) => volume::volume(c, v).await,
+        Cmd::Network(n) => network::network(c, n).await,
         Cmd::Port(a) => port::port(c, a).await,
         Cmd::Image(sub) => match sub {
             ImageCmd::Ls(a) => image::images(c, a).await,

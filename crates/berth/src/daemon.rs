@@ -63,11 +63,11 @@ async fn serve(opts: EngineOptions) -> anyhow::Result<()> {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("shutting down; containers keep running under their shims");
+        tracing::info!("shutting down; containers keep running under their shims, published ports answer again once the engine is back");
         stopper.cancel();
     });
     tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), "berth engine listening");
-    engine_api::serve(engine, &opts.socket, shutdown)
-        .await
-        .with_context(|| format!("serving the API on {}", opts.socket.display()))
+    let served = engine_api::serve(engine.clone(), &opts.socket, shutdown).await;
+    engine.shutdown_network();
+    served.with_context(|| format!("serving the API on {}", opts.socket.display()))
 }

@@ -16,6 +16,9 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
@@ -42,7 +45,8 @@ impl From<engine::Error> for ApiError {
     fn from(e: engine::Error) -> Self {
         use engine::Error as E;
         let status = match &e {
-            E::NotFound { .. } => StatusCode::NOT_FOUND,
+            E::NotFound { .. } | E::NetworkNotFound(_) => StatusCode::NOT_FOUND,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::Conflict(_) => StatusCode::CONFLICT,
             E::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             E::NotModified(..) => StatusCode::NOT_MODIFIED,

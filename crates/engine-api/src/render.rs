@@ -74,24 +74,41 @@ pub fn container_summary(r: &ContainerRecord) -> Value {
     })
 }
 
-/// `NetworkSettings.Networks`: the bridge endpoint while the container runs.
+/// `NetworkSettings.Networks`: every network the container is on, with addresses while it runs.
 fn networks(r: &ContainerRecord) -> Value {
-    match &r.endpoint {
-        Some(e) => json!({"bridge": {
-            "NetworkID": "bridge", "EndpointID": r.id, "Gateway": e.attachment.gateway.to_string(),
-            "IPAddress": e.attachment.ip.to_string(), "IPPrefixLen": e.attachment.prefix,
-            "MacAddress": e.attachment.mac, "Aliases": null, "DNSNames": null,
-        }}),
-        None => json!({}),
+    let mut out = serde_json::Map::new();
+    for (name, settings) in &r.networks {
+        let ep = r.endpoints.get(name);
+        let a = ep.map(|e| &e.attachment);
+        out.insert(
+            name.clone(),
+            json!({
+                "IPAMConfig": null, "Links": null,
+                "Aliases": if settings.aliases.is_empty() { Value::Null } else { json!(settings.aliases) },
+                "NetworkID": ep.map(|e| e.network_id.as_str()).unwrap_or_default(),
+                "EndpointID": if ep.is_some() { r.id.as_str() } else { "" },
+                "Gateway": a.map(|a| a.gateway.to_string()).unwrap_or_default(),
+                "IPAddress": a.map(|a| a.ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": a.map(|a| a.prefix).unwrap_or(0),
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": a.map(|a| a.mac.clone()).unwrap_or_default(),
+                "DriverOpts": null,
+                "DNSNames": ep.filter(|e| !e.dns_names.is_empty()).map(|e| json!(e.dns_names)).unwrap_or(Value::Null),
+            }),
+        );
     }
+    Value::Object(out)
 }
 
+/// The top-level (legacy) address fields describe the default bridge only, as Docker's do.
 fn network_settings(r: &ContainerRecord) -> Value {
-    let a = r.endpoint.as_ref().map(|e| &e.attachment);
+    let ep = r.endpoints.get("bridge");
+    let a = ep.map(|e| &e.attachment);
+    let sandbox = r.endpoints.values().next().map(|e| e.attachment.netns.display().to_string()).unwrap_or_default();
     json!({
-        "Bridge": "", "SandboxID": "", "HairpinMode": false,
+        "Bridge": "", "SandboxID": if sandbox.is_empty() { "" } else { r.id.as_str() }, "HairpinMode": false,
         "Ports": engine::network::ports_json(r),
-        "SandboxKey": a.map(|a| a.netns.display().to_string()).unwrap_or_default(),
+        "SandboxKey": sandbox,
         "EndpointID": if a.is_some() { r.id.as_str() } else { "" },
         "Gateway": a.map(|a| a.gateway.to_string()).unwrap_or_default(),
         "IPAddress": a.map(|a| a.ip.to_string()).unwrap_or_default(),
@@ -103,10 +120,10 @@ fn network_settings(r: &ContainerRecord) -> Value {
 
 /// `Ports` of `GET /containers/json`.
 fn summary_ports(r: &ContainerRecord) -> Value {
-    let Some(e) = &r.endpoint else { return json!([]) };
     Value::Array(
-        e.ports
-            .iter()
+        r.endpoints
+            .values()
+            .flat_map(|e| e.ports.iter())
             .map(|p| json!({"IP": if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() }, "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.protocol}))
             .collect(),
     )

@@ -8,6 +8,12 @@ pub enum Error {
     NotFound { kind: &'static str, name: String },
     #[error("{0}")]
     Conflict(String),
+    /// Docker's wording for networks differs from its other objects: `network appnet not found`.
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    /// Refused by rule, not by state (HTTP 403): removing a predefined network.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     InvalidArgument(String),
     /// The request asked for what already is (start of a running container): HTTP 304.

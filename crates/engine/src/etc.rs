@@ -11,6 +11,8 @@ pub struct Extra<'a> {
     pub dns_options: &'a [String],
     /// The container's address on its network: /etc/hosts maps the hostname to it.
     pub own_ip: Option<&'a str>,
+    /// The DNS server of the container's user network (its gateway): the only nameserver.
+    pub embedded_dns: Option<&'a str>,
 }
 
 /// Writes the three files into `dir` and returns (container path, host path) pairs for the spec.
@@ -27,7 +29,11 @@ pub fn write(dir: &Path, hostname: &str, domainname: &str, extra: &Extra<'_>) ->
         }
     }
     hosts.push_str(&format!("{}\t{fqdn} {hostname}\n", extra.own_ip.unwrap_or("127.0.1.1")));
-    let mut resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut resolv = match extra.embedded_dns {
+        Some(server) => embedded_resolv(&host_resolv, server),
+        None => resolv_conf(&host_resolv),
+    };
     if !extra.dns.is_empty() || !extra.dns_search.is_empty() || !extra.dns_options.is_empty() {
         resolv = custom_resolv(&resolv, extra);
     }
@@ -51,6 +57,17 @@ fn resolv_conf(host: &str) -> String {
         })
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// resolv.conf of a container on a user network: the network's DNS server (which forwards to the
+/// host's resolvers) and the host's search domains and options.
+pub fn embedded_resolv(host: &str, server: &str) -> String {
+    let mut out = format!("nameserver {server}\n");
+    for l in host.lines().filter(|l| matches!(l.split_whitespace().next(), Some("search" | "options"))) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 /// The host-derived resolv.conf with `--dns`, `--dns-search` and `--dns-option` replacing its
@@ -82,6 +99,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_user_network_resolves_through_its_gateway_only() {
+        let r = embedded_resolv("nameserver 10.0.0.2\nsearch lan\noptions ndots:2\n", "10.89.0.1");
+        assert_eq!(r, "nameserver 10.89.0.1\nsearch lan\noptions ndots:2\n");
+    }
+
+    #[test]
     fn loopback_nameservers_are_dropped() {
         let r = resolv_conf("nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\n");
         assert_eq!(r, "nameserver 10.0.0.2\nsearch lan\n");
@@ -102,7 +125,7 @@ mod tests {
         let hosts = vec!["db:10.1.2.3".to_string(), "v6:fd00::1".to_string()];
         let dns = vec!["192.0.2.53".to_string()];
         let search = vec!["corp.example".to_string()];
-        write(dir.path(), "web", "", &Extra { hosts: &hosts, dns: &dns, dns_search: &search, dns_options: &[], own_ip: Some("10.0.0.5") }).expect("write");
+        write(dir.path(), "web", "", &Extra { hosts: &hosts, dns: &dns, dns_search: &search, dns_options: &[], own_ip: Some("10.0.0.5"), embedded_dns: None }).expect("write");
         let h = std::fs::read_to_string(dir.path().join("hosts")).expect("hosts");
         assert!(h.contains("10.1.2.3\tdb\n") && h.contains("fd00::1\tv6\n"), "{h}");
         assert!(h.contains("10.0.0.5\tweb web\n"), "the hostname maps to the container's address: {h}");

@@ -71,8 +71,10 @@ struct Inner {
     cgroup_v2: bool,
     /// The distribution client (its construction error, should TLS set-up have failed).
     registry: std::result::Result<registry::Client, String>,
-    /// The bridge network (its set-up error, when the host cannot have one).
-    network: std::result::Result<net::Network, String>,
+    /// Networks, their bridges and DNS.
+    networking: network::Networking,
+    /// Serialises network create and remove.
+    network_ops: Mutex<()>,
     /// Layers being pulled (by chain id), so concurrent pulls fetch a shared layer once.
     inflight: Mutex<HashMap<String, pull::Done>>,
 }
@@ -119,7 +121,7 @@ impl Engine {
         let snapshots = Arc::new(snapshot::Snapshotter::open(&root.join("snapshots"))?);
         let images = image::ImageStore::open(&root.join("image"), snapshots.clone())?;
         let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        let root_for_net = root.clone();
+        let networking = network::open(&root, opts.bridge.as_ref());
         let engine = Engine {
             inner: Arc::new(Inner {
                 root,
@@ -130,15 +132,13 @@ impl Engine {
                 execs: Mutex::new(HashMap::new()),
                 cgroup_v2,
                 inflight: Mutex::new(HashMap::new()),
-                network: match &opts.bridge {
-                    Some(b) => network::open(&root_for_net, b),
-                    None => Err("disabled (--bridge none)".to_string()),
-                },
+                networking,
+                network_ops: Mutex::new(()),
                 registry: registry::Client::new(registry::Options { insecure_registries: opts.insecure_registries.clone() }).map_err(|e| e.to_string()),
             }),
         };
-        if let Err(e) = &engine.inner.network {
-            tracing::warn!(error = %e, "bridge networking unavailable: containers get --network none");
+        if let Err(e) = engine.net_host() {
+            tracing::warn!(error = %e, "containers get --network none");
         }
         engine.restore().await?;
         let reconciler = engine.clone();

@@ -13,6 +13,8 @@ use crate::{blocking, etc, lock, names, now_rfc3339, store, user, Container, Eng
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
     pub name: Option<String>,
+    /// `NetworkingConfig.EndpointsConfig`: settings per network (the network mode's included).
+    pub networks: std::collections::BTreeMap<String, crate::network::EndpointSettings>,
     pub config: ContainerConfig,
     pub host_config: HostConfig,
 }
@@ -109,20 +111,16 @@ impl Engine {
         }
         let mut host_config = req.host_config.clone();
         // The default network is the bridge; where the host cannot have one, a private namespace
-        // with loopback only (recorded as `none`, so inspect tells the truth).
-        if host_config.network_mode.is_empty() || host_config.network_mode == "default" {
-            host_config.network_mode = if self.inner.network.is_ok() { "bridge" } else { "none" }.into();
-        }
-        if host_config.network_mode == "bridge" {
-            self.network()?;
-        }
-        for (what, mode) in [("network", &host_config.network_mode), ("pid", &host_config.pid_mode), ("ipc", &host_config.ipc_mode)] {
+        // with loopback only (recorded as `none`, so inspect tells the truth). A network mode that
+        // names a network makes it the container's first.
+        let networks = self.plan_networks(&mut host_config, &req.networks)?;
+        for (what, mode) in [("pid", &host_config.pid_mode), ("ipc", &host_config.ipc_mode), ("network", &host_config.network_mode)] {
             match mode.as_str() {
-                "" | "none" | "host" | "private" | "shareable" | "bridge" => {}
+                "" | "none" | "host" | "private" | "shareable" => {}
                 m if m.starts_with("container:") => {
                     self.container(&m["container:".len()..])?;
                 }
-                other if what == "network" => return Err(Error::NotFound { kind: "network", name: other.to_string() }),
+                _ if what == "network" => {}
                 other => return Err(Error::InvalidArgument(format!("invalid --{what} mode {other:?}: use host, private or container:<name|id>"))),
             }
         }
@@ -142,7 +140,8 @@ impl Engine {
             state: State::default(),
             image_chain: img.top_chain_id.clone(),
             mounts,
-            endpoint: None,
+            networks,
+            endpoints: Default::default(),
         };
         let container = match self.register(record.clone(), req.name.as_deref()) {
             Ok(c) => c,
@@ -221,8 +220,8 @@ impl Engine {
         let engine = self.clone();
         let started = blocking(move || engine.launch(&rec)).await;
         match started {
-            Ok((pid, endpoint)) => {
-                c.record().endpoint = endpoint;
+            Ok((pid, endpoints)) => {
+                c.record().endpoints = endpoints;
                 self.update(&c, |s| {
                     s.status = Status::Running;
                     s.pid = pid;
@@ -246,36 +245,46 @@ impl Engine {
         }
     }
 
-    /// Mounts the rootfs, connects the network, writes the bundle and spawns the shim; returns the
-    /// container's pid and its place on the bridge.
-    fn launch(&self, rec: &ContainerRecord) -> Result<(i32, Option<crate::network::Endpoint>)> {
+    /// Mounts the rootfs, connects the networks, writes the bundle and spawns the shim; returns the
+    /// container's pid and its endpoints.
+    fn launch(&self, rec: &ContainerRecord) -> Result<(i32, std::collections::BTreeMap<String, crate::network::Endpoint>)> {
         let dir = self.container_dir(&rec.id);
         let rootfs = dir.join("rootfs");
         self.inner.snapshots.mount(&rec.id, &rootfs)?;
-        let endpoint = match self.connect_bridge(rec) {
+        let endpoints = match self.connect_networks(rec) {
             Ok(e) => e,
             Err(e) => {
                 let _ = snapshot::Snapshotter::unmount(&rootfs);
                 return Err(e);
             }
         };
-        let result = self.write_bundle_and_spawn(rec, &dir, endpoint.as_ref());
+        let result = self.write_bundle_and_spawn(rec, &dir, &endpoints);
         if result.is_err() {
-            if endpoint.is_some() {
-                self.disconnect_bridge(&rec.id);
+            if !endpoints.is_empty() {
+                self.disconnect_networks(&rec.id);
             }
             let _ = snapshot::Snapshotter::unmount(&rootfs);
         }
-        result.map(|pid| (pid, endpoint))
+        result.map(|pid| (pid, endpoints))
     }
 
-    fn write_bundle_and_spawn(&self, rec: &ContainerRecord, dir: &std::path::Path, endpoint: Option<&crate::network::Endpoint>) -> Result<i32> {
+    fn write_bundle_and_spawn(&self, rec: &ContainerRecord, dir: &std::path::Path, endpoints: &std::collections::BTreeMap<String, crate::network::Endpoint>) -> Result<i32> {
         let rootfs = dir.join("rootfs");
         let exec_user = user::resolve(&rootfs, &rec.config.user)?;
         let image_cfg = self.inner.images.get(&rec.image).map(|i| ImageRunConfig::from_image(&i.config)).unwrap_or_default();
         let hc = &rec.host_config;
-        let own_ip = endpoint.map(|e| e.attachment.ip.to_string());
-        let extra = etc::Extra { hosts: &hc.extra_hosts, dns: &hc.dns, dns_search: &hc.dns_search, dns_options: &hc.dns_options, own_ip: own_ip.as_deref() };
+        // eth0's address for /etc/hosts; the first user network's gateway answers names.
+        let first = endpoints.values().find(|e| e.attachment.ifname == "eth0").or_else(|| endpoints.values().next());
+        let own_ip = first.map(|e| e.attachment.ip.to_string());
+        let embedded_dns = endpoints.values().filter(|e| !e.dns_names.is_empty()).min_by_key(|e| e.attachment.ifname.clone()).map(|e| e.attachment.gateway.to_string());
+        let extra = etc::Extra {
+            hosts: &hc.extra_hosts,
+            dns: &hc.dns,
+            dns_search: &hc.dns_search,
+            dns_options: &hc.dns_options,
+            own_ip: own_ip.as_deref(),
+            embedded_dns: embedded_dns.as_deref(),
+        };
         let etc_files = etc::write(dir, &rec.config.hostname, &rec.config.domainname, &extra)
             .map_err(|e| Error::io(format!("writing /etc files for {}", rec.id), e))?;
         let mut run_cfg = image_cfg;
@@ -283,7 +292,7 @@ impl Engine {
         run_cfg.env.clear();
         crate::volumes::copy_up(&rootfs, &rec.mounts)?;
         let (mut joins, host) = self.shared_namespaces(rec)?;
-        if let Some(e) = endpoint {
+        if let Some(e) = first {
             joins.push(("network", e.attachment.netns.display().to_string()));
         }
         let mut with_shm = rec.clone();
@@ -407,10 +416,10 @@ impl Engine {
 
     async fn on_exit(&self, c: &Arc<Container>, status: Option<shim::ExitStatus>) {
         let id = c.record().id.clone();
-        if c.record().endpoint.take().is_some() {
+        if !std::mem::take(&mut c.record().endpoints).is_empty() {
             let (engine, id) = (self.clone(), id.clone());
             let _ = blocking(move || {
-                engine.disconnect_bridge(&id);
+                engine.disconnect_networks(&id);
                 Ok(())
             })
             .await;

@@ -167,12 +167,15 @@ pub struct ContainerRecord {
     /// Volumes, binds and tmpfs mounts, resolved at create.
     #[serde(default)]
     pub mounts: Vec<crate::volumes::MountPoint>,
-    /// Its place on the bridge while it runs.
+    /// The networks it is connected to, by network name (attached whenever it starts).
     #[serde(default)]
-    pub endpoint: Option<crate::network::Endpoint>,
+    pub networks: BTreeMap<String, crate::network::EndpointSettings>,
+    /// Its place on each of them while it runs, by network name.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, crate::network::Endpoint>,
 }
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Deserialize<'de>,

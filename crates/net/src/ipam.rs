@@ -47,6 +47,13 @@ impl Subnet {
         (2..size - 1).map(move |i| Ipv4Addr::from(base + i))
     }
 
+    /// Whether the two share any address.
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let shorter = self.prefix.min(other.prefix);
+        let mask = u32::MAX << (32 - shorter);
+        u32::from(self.network) & mask == u32::from(other.network) & mask
+    }
+
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - self.prefix);
         u32::from(ip) & mask == u32::from(self.network)
@@ -103,6 +110,9 @@ mod tests {
         assert!("10.0.0.0".parse::<Subnet>().is_err());
         assert!("10.0.0.0/31".parse::<Subnet>().is_err());
         assert!("nope/16".parse::<Subnet>().is_err());
+        let wide: Subnet = "10.89.0.0/16".parse().expect("subnet");
+        assert!(wide.overlaps(&s) && !wide.overlaps(&"10.90.0.0/24".parse().expect("s")));
+        assert!("10.89.200.0/24".parse::<Subnet>().expect("s").overlaps(&wide));
     }
 
     #[test]

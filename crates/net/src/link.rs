@@ -115,19 +115,21 @@ pub fn unpin_netns(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// A veth pair: `host_veth` on the bridge, its peer created directly inside `netns` as `eth0`
+/// A veth pair: `host_veth` on the bridge, its peer created directly inside `netns` as `ifname`
 /// (moving a device between namespaces waits ~20 ms in the kernel; creating it there does not)
-/// with `ip`, the MAC and a default route through `gateway`.
-pub fn connect(bridge: &str, host_veth: &str, netns: &Path, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr, mac: &str) -> Result<()> {
+/// with `ip`, the MAC and, given a gateway, the default route through it.
+#[allow(clippy::too_many_arguments)]
+pub fn connect(bridge: &str, host_veth: &str, netns: &Path, ifname: &str, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, mac: &str) -> Result<()> {
     use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
-    let (bridge, host_veth) = (bridge.to_string(), host_veth.to_string());
+    let (bridge, host_veth, ifname) = (bridge.to_string(), host_veth.to_string(), ifname.to_string());
+    let inner = ifname.clone();
     let ns_fd: OwnedFd = std::fs::File::open(netns).map_err(crate::io(format!("opening {}", netns.display())))?.into();
     let raw = ns_fd.as_raw_fd();
     let mac_bytes: Vec<u8> = mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
     with_netlink(None, move |h| {
         Box::pin(async move {
             let _keep = ns_fd;
-            let peer = LinkUnspec::new_with_name("eth0").setns_by_fd(raw).address(mac_bytes).build();
+            let peer = LinkUnspec::new_with_name(&ifname).setns_by_fd(raw).address(mac_bytes).build();
             let veth = rtnetlink::LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                 .name(host_veth.clone())
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
@@ -141,11 +143,13 @@ pub fn connect(bridge: &str, host_veth: &str, netns: &Path, ip: Ipv4Addr, prefix
     })?;
     with_netlink(Some(netns), move |h| {
         Box::pin(async move {
-            let p = index_of(&h, "eth0").await?.ok_or_else(|| Error::Netlink("eth0 is not in the namespace".into()))?;
+            let p = index_of(&h, &inner).await?.ok_or_else(|| Error::Netlink(format!("{inner} is not in the namespace")))?;
             add_address(&h, p, ip, prefix).await?;
-            h.link().set(LinkUnspec::new_with_index(p).up().build()).execute().await.map_err(nl("bringing eth0 up"))?;
-            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(p).build();
-            h.route().add(route).execute().await.map_err(nl("adding the default route"))?;
+            h.link().set(LinkUnspec::new_with_index(p).up().build()).execute().await.map_err(nl("bringing the interface up"))?;
+            if let Some(gateway) = gateway {
+                let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(p).build();
+                h.route().add(route).execute().await.map_err(nl("adding the default route"))?;
+            }
             Ok(())
         })
     })

@@ -26,13 +26,23 @@ fn sandboxes_on_the_bridge_reach_each_other_and_leave_nothing_behind() {
         return;
     }
     let (bridge, subnet, table) = unique();
+    let other = format!("{bridge}o");
+    let base: net::Subnet = subnet.parse().expect("subnet");
+    let o = base.network.octets();
+    let other_subnet = format!("{}.{}.{}.0/24", o[0], o[1], o[2] + 1);
     let state = tempfile::tempdir().expect("tmp");
-    let net = net::Network::open(net::Config { bridge: bridge.clone(), subnet: subnet.parse().expect("subnet"), state_dir: state.path().to_path_buf(), nft_table: table.clone() }).expect("open");
+    let bridges = [
+        net::Bridge { name: bridge.clone(), subnet: subnet.parse().expect("subnet"), internal: false },
+        net::Bridge { name: other.clone(), subnet: other_subnet.parse().expect("subnet"), internal: false },
+    ];
+    let net = net::Host::open(net::Config { state_dir: state.path().to_path_buf(), nft_table: table.clone() }, &bridges).expect("open");
     let cleanup = scopeguard(|| net.destroy());
     let a_ns = net.create_netns("sandbox-a").expect("netns a");
     let b_ns = net.create_netns("sandbox-b").expect("netns b");
-    let a = net.attach("sandbox-a", &a_ns, &[]).expect("attach a");
-    let b = net.attach("sandbox-b", &b_ns, &[]).expect("attach b");
+    let c_ns = net.create_netns("sandbox-c").expect("netns c");
+    let a = net.attach("sandbox-a", &a_ns, &bridge, "eth0", true, &[]).expect("attach a");
+    let b = net.attach("sandbox-b", &b_ns, &bridge, "eth0", true, &[]).expect("attach b");
+    let c = net.attach("sandbox-c", &c_ns, &other, "eth0", true, &[]).expect("attach c");
     assert_ne!(a.ip, b.ip);
     let ping = |ns: &std::path::Path, ip: std::net::Ipv4Addr| {
         Command::new("nsenter").arg(format!("--net={}", ns.display())).args(["/bin/busybox", "ping", "-c", "1", "-W", "2"]).arg(ip.to_string()).status().expect("ping").success()
@@ -42,12 +52,21 @@ fn sandboxes_on_the_bridge_reach_each_other_and_leave_nothing_behind() {
     assert!(Command::new("/bin/busybox").args(["ping", "-c", "1", "-W", "2"]).arg(a.ip.to_string()).status().expect("ping").success(), "the host reaches a");
     let table_text = String::from_utf8_lossy(&Command::new("nft").args(["list", "table", "ip", &table]).output().expect("nft").stdout).into_owned();
     assert!(table_text.contains("masquerade"), "{table_text}");
-    net.detach("sandbox-a").expect("detach a");
-    net.detach("sandbox-b").expect("detach b");
-    assert!(!links().contains(&net::host_veth_name("sandbox-a")), "veth removed");
-    assert!(!a_ns.exists() && !b_ns.exists(), "pinned namespaces removed");
+    assert!(!ping(&a_ns, c.ip), "networks are isolated from each other");
+    // b joins the second network too (eth1, no second default route) and reaches c there.
+    let b2 = net.attach("sandbox-b", &b_ns, &other, "eth1", false, &[]).expect("attach b to the second bridge");
+    assert!(other_subnet.parse::<net::Subnet>().expect("s").contains(b2.ip));
+    assert!(ping(&b_ns, c.ip), "b reaches c over its second interface");
+    net.detach_from("sandbox-b", &other).expect("leave the second network");
+    assert!(!links().contains(&net::host_veth_name("sandbox-b", &other)), "that veth is removed");
+    assert!(!ping(&b_ns, c.ip), "and c is out of reach again");
+    for id in ["sandbox-a", "sandbox-b", "sandbox-c"] {
+        net.detach(id).expect("detach");
+    }
+    assert!(!links().contains(&net::host_veth_name("sandbox-a", &bridge)), "veth removed");
+    assert!(!a_ns.exists() && !b_ns.exists() && !c_ns.exists(), "pinned namespaces removed");
     drop(cleanup);
-    assert!(!links().contains(&bridge), "bridge removed");
+    assert!(!links().contains(&bridge) && !links().contains(&other), "bridges removed");
     let listed = Command::new("nft").args(["list", "table", "ip", &table]).output().expect("nft");
     assert!(!listed.status.success(), "table removed");
 }

@@ -100,9 +100,12 @@ pub struct RunArgs {
     /// Mount volumes from the specified container(s): NAME[:ro|rw].
     #[arg(long = "volumes-from", value_name = "CONTAINER")]
     pub volumes_from: Vec<String>,
-    /// Network mode: none, host or container:NAME (the default is a private namespace with loopback).
+    /// Connect to a network: bridge (the default), a user network's name, none, host or container:NAME.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
+    /// Add a network-scoped alias (user networks): other members resolve it to this container.
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub network_aliases: Vec<String>,
     /// PID namespace: host or container:NAME.
     #[arg(long = "pid")]
     pub pid: Option<String>,
@@ -196,6 +199,15 @@ impl RunArgs {
                 // `-v /path`: an anonymous volume, which docker sends as Config.Volumes.
                 let anon: Vec<String> = self.volumes.iter().filter(|v| !v.contains(':')).cloned().collect();
                 (!anon.is_empty()).then_some(anon)
+            },
+            networking_config: match (&self.network, self.network_aliases.is_empty()) {
+                (_, true) => None,
+                (None, false) => return Err("network-scoped aliases are only supported for user-defined networks: add --network NAME".into()),
+                (Some(n), false) => Some(bollard::models::NetworkingConfig {
+                    endpoints_config: Some(
+                        [(n.clone(), bollard::models::EndpointSettings { aliases: Some(self.network_aliases.clone()), ..Default::default() })].into_iter().collect(),
+                    ),
+                }),
             },
             ..Default::default()
         })

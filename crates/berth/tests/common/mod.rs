@@ -156,6 +156,24 @@ impl TestEngine {
         .unwrap_or_default()
     }
 
+    /// A subnet for the `k`th user network of a test, unique among this process's engines.
+    pub fn user_subnet(&self, k: u32) -> String {
+        let n: u32 = self.bridge.rsplit('x').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        format!("10.{}.{}.0/24", 200 + std::process::id() % 50, (n * 5 + k) % 250)
+    }
+
+    /// Bridge devices of the user networks in this engine's root.
+    pub fn user_bridges(&self) -> Vec<String> {
+        let Ok(d) = std::fs::read_dir(self.root.join("networks")) else { return Vec::new() };
+        d.flatten()
+            .filter_map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                let bridge = v["bridge"].as_str()?.to_string();
+                (!v["predefined"].as_bool().unwrap_or(true)).then_some(bridge)
+            })
+            .collect()
+    }
+
     /// Every mount below the engine root.
     pub fn mounts(&self) -> Vec<String> {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -173,6 +191,7 @@ impl TestEngine {
             for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
                 let _ = self.berth(&["rm", "-f", id]);
             }
+            let _ = self.berth(&["network", "prune", "-f"]);
         }
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
@@ -183,8 +202,11 @@ impl TestEngine {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // The engine's bridge, its veths and its nftables table.
+        // The engine's bridges (the default and user networks'), its veths and its nftables table.
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        for bridge in self.user_bridges() {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
+        }
         let _ = Command::new("nft").args(["delete", "table", "ip", &format!("berth_{}", self.bridge)]).stderr(Stdio::null()).status();
         for veth in self.veths() {
             let _ = Command::new("ip").args(["link", "del", &veth]).stderr(Stdio::null()).status();

@@ -29,8 +29,12 @@ pub async fn create(State(engine): State<Shared>, q: Params, body: Bytes) -> Api
     if config.image.is_empty() {
         return Err(ApiError::bad_request("config cannot be empty in order to create a container"));
     }
+    let networks = match v.pointer("/NetworkingConfig/EndpointsConfig") {
+        Some(n) if !n.is_null() => serde_json::from_value(n.clone()).map_err(|e| ApiError::bad_request(format!("invalid NetworkingConfig: {e}")))?,
+        _ => Default::default(),
+    };
     let rec = engine
-        .create(engine::CreateRequest { name: q.get("name").cloned(), config, host_config })
+        .create(engine::CreateRequest { name: q.get("name").cloned(), config, host_config, networks })
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": rec.id, "Warnings": []}))))
 }

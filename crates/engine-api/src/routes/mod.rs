@@ -2,6 +2,7 @@
 mod containers;
 mod exec;
 mod images;
+mod networks;
 mod system;
 mod volumes;
 
@@ -38,6 +39,12 @@ pub fn router(engine: Shared) -> Router {
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/auth", post(images::auth))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
