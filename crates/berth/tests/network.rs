@@ -131,6 +131,27 @@ fn network_leftovers_of_containers_that_died_during_an_engine_crash_are_removed(
 }
 
 #[test]
+fn a_clean_shutdown_removes_the_table_and_a_restart_publishes_the_ports_again() {
+    if !can_run() {
+        return;
+    }
+    let mut e = TestEngine::start();
+    e.import_busybox("bb:1");
+    let port = free_port();
+    e.ok(&["run", "-d", "--name", "web", "-p", &format!("{port}:80"), "bb:1", "sh", "-c", WEB]);
+    eventually_serves(&format!("127.0.0.1:{port}"));
+    let table = format!("berth_{}", e.bridge);
+    let table_exists = || std::process::Command::new("nft").args(["list", "table", "ip", &table]).output().is_ok_and(|o| o.status.success());
+    assert!(table_exists());
+    e.stop_and_restart_with(|| {
+        assert!(!table_exists(), "the engine's nftables table goes with it");
+    });
+    assert!(table_exists(), "a restarted engine rebuilds it");
+    eventually_serves(&format!("127.0.0.1:{port}"));
+    e.ok(&["rm", "-f", "web"]);
+}
+
+#[test]
 fn the_docker_cli_publishes_ports_through_berth() {
     if !can_run() || !std::path::Path::new("/usr/bin/docker").exists() {
         return;

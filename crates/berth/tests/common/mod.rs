@@ -107,6 +107,16 @@ impl TestEngine {
         self.spawn();
     }
 
+    /// SIGTERM (a clean shutdown), `between` while it is down, then a new engine on the same root.
+    pub fn stop_and_restart_with(&mut self, between: impl FnOnce()) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+        between();
+        self.spawn();
+    }
+
     pub fn kill_and_restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
