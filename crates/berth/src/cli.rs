@@ -375,6 +375,24 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
 }
 
 /// Writes to stdout, ignoring a closed pipe (`berth ps | head`) instead of panicking.
+/// Docker's prune prompt: `WARNING! This will remove {what}.` and a y/N question on stderr.
+pub fn confirm(what: &str) -> bool {
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+/// `path` with `-f key=value` flags as Docker's `filters` query parameter.
+pub fn with_filters(path: &str, filter: &[String]) -> CliResult<String> {
+    let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in filter {
+        let (k, v) = f.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
+        filters.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    Ok(if filters.is_empty() { path.to_string() } else { format!("{path}?filters={}", http::query_escape(&serde_json::to_string(&filters).unwrap_or_default())) })
+}
+
 pub fn out(text: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(text.as_bytes());

@@ -158,10 +158,7 @@ pub struct PruneArgs {
 pub async fn prune(c: &Client, a: PruneArgs) -> CliResult<u8> {
     if !a.force {
         let what = if a.all { "all images without at least one container associated to them" } else { "all dangling images" };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !super::confirm(what) {
             return Ok(0);
         }
     }

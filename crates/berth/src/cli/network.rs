@@ -112,12 +112,7 @@ pub async fn network(c: &Client, cmd: NetworkCmd) -> CliResult<u8> {
             Ok(0)
         }
         NetworkCmd::Ls { quiet, filter, format, no_trunc } => {
-            let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for f in &filter {
-                let (k, v) = f.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
-                filters.entry(k.to_string()).or_default().push(v.to_string());
-            }
-            let path = if filters.is_empty() { "/networks".to_string() } else { format!("/networks?filters={}", query_escape(&serde_json::to_string(&filters).unwrap_or_default())) };
+            let path = super::with_filters("/networks", &filter)?;
             let list = c.ep.json("GET", &path).await?;
             let rows: Vec<Value> = list
                 .as_array()
@@ -186,14 +181,10 @@ pub async fn network(c: &Client, cmd: NetworkCmd) -> CliResult<u8> {
             Ok(0)
         }
         NetworkCmd::Prune { force } => {
-            if !force {
-                eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            if !force
+                && !super::confirm("all custom networks not used by at least one container") {
                     return Ok(0);
                 }
-            }
             let body = c.ep.send("POST", "/networks/prune", None).await?.body().await?;
             let v: Value = serde_json::from_slice(&body).map_err(|e| CliError::Other(format!("invalid answer: {e}")))?;
             let deleted = v["NetworksDeleted"].as_array().cloned().unwrap_or_default();

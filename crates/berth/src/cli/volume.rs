@@ -79,12 +79,7 @@ pub async fn volume(c: &Client, cmd: VolumeCmd) -> CliResult<u8> {
             Ok(0)
         }
         VolumeCmd::Ls { quiet, filter, format } => {
-            let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for f in &filter {
-                let (k, v) = f.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
-                filters.entry(k.to_string()).or_default().push(v.to_string());
-            }
-            let path = if filters.is_empty() { "/volumes".to_string() } else { format!("/volumes?filters={}", query_escape(&serde_json::to_string(&filters).unwrap_or_default())) };
+            let path = super::with_filters("/volumes", &filter)?;
             let list = c.ep.json("GET", &path).await?;
             let rows: Vec<Value> = list["Volumes"].as_array().cloned().unwrap_or_default().iter().map(|v| json!({"Driver": v["Driver"], "Name": v["Name"], "Mountpoint": v["Mountpoint"]})).collect();
             if quiet && format.is_none() {
@@ -125,14 +120,10 @@ pub async fn volume(c: &Client, cmd: VolumeCmd) -> CliResult<u8> {
             Ok(u8::from(failed))
         }
         VolumeCmd::Prune { all, force } => {
-            if !force {
-                eprint!("WARNING! This will remove {} local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] ", if all { "all" } else { "anonymous" });
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            if !force
+                && !super::confirm(&format!("{} local volumes not used by at least one container", if all { "all" } else { "anonymous" })) {
                     return Ok(0);
                 }
-            }
             let filters = if all { r#"{"all":["true"]}"# } else { "{}" };
             let body = c.ep.send("POST", &format!("/volumes/prune?filters={}", query_escape(filters)), None).await?.body().await?;
             let v: Value = serde_json::from_slice(&body).map_err(|e| CliError::Other(format!("invalid answer: {e}")))?;
