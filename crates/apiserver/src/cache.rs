@@ -1,0 +1,219 @@
+//! The watch cache: every object of the cluster, parsed once, kept current by one watch on the
+//! datastore, with a window of recent changes. Lists and watches are served from here; the
+//! datastore sees one watch however many clients watch. A list waits until the cache has caught
+//! up with the datastore's current revision, so a client always lists its own writes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use store::{Revision, Store};
+use tokio::sync::{broadcast, watch};
+
+use crate::status::{ApiError, ApiResult};
+
+/// Changes kept for watchers that resume from an older revision (beyond it: 410 Gone).
+const WINDOW: usize = 100_000;
+
+/// One object as stored, parsed.
+#[derive(Debug)]
+pub struct Obj {
+    pub key: String,
+    pub value: Value,
+    pub mod_revision: Revision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change: the object after it (before it, for a delete) and before it.
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub change: Change,
+    pub revision: Revision,
+    pub obj: Arc<Obj>,
+    pub prev: Option<Arc<Obj>>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Arc<Obj>>,
+    revision: Revision,
+    log: VecDeque<Arc<CacheEvent>>,
+    /// Every change after this revision is in `log`.
+    oldest: Revision,
+}
+
+pub struct Cache {
+    store: Arc<dyn Store>,
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+    revision: watch::Sender<Revision>,
+}
+
+/// What a watcher gets: the backlog after its revision and the live changes.
+pub struct Subscription {
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+}
+
+fn parse(kv: &store::KeyValue) -> Option<Arc<Obj>> {
+    match serde_json::from_slice(&kv.value) {
+        Ok(value) => Some(Arc::new(Obj { key: kv.key.clone(), value, mod_revision: kv.mod_revision })),
+        Err(e) => {
+            tracing::warn!(key = %kv.key, error = %e, "skipping an undecodable object");
+            None
+        }
+    }
+}
+
+impl Cache {
+    /// Loads everything under `/registry/` and follows the datastore from there.
+    pub async fn start(store: Arc<dyn Store>) -> ApiResult<Arc<Cache>> {
+        let (events, _) = broadcast::channel(16_384);
+        let (revision, _) = watch::channel(0);
+        let cache = Arc::new(Cache { store, state: RwLock::default(), events, revision });
+        let rev = cache.load().await?;
+        let follower = cache.clone();
+        tokio::spawn(async move { follower.follow(rev).await });
+        Ok(cache)
+    }
+
+    async fn load(&self) -> ApiResult<Revision> {
+        let mut objects = BTreeMap::new();
+        let mut opts = store::ListOptions { limit: Some(10_000), ..Default::default() };
+        let revision = loop {
+            let page = self.store.list("/registry/", &opts).await?;
+            for kv in &page.items {
+                if let Some(o) = parse(kv) {
+                    objects.insert(kv.key.clone(), o);
+                }
+            }
+            if !page.more {
+                break page.revision;
+            }
+            opts.revision = page.revision;
+            opts.start_after = page.items.last().map(|kv| kv.key.clone());
+        };
+        let mut s = self.write();
+        *s = State { objects, revision, log: VecDeque::new(), oldest: revision };
+        drop(s);
+        self.revision.send_replace(revision);
+        Ok(revision)
+    }
+
+    /// Applies the datastore's changes forever; starts over from a fresh load if the watch breaks.
+    async fn follow(self: Arc<Self>, mut from: Revision) {
+        loop {
+            match self.store.watch("/registry/", from).await {
+                Ok(mut stream) => {
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(ev) => {
+                                from = ev.revision();
+                                self.apply(ev);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the datastore watch broke; reloading the cache");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the datastore"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match self.load().await {
+                Ok(rev) => from = rev,
+                Err(e) => tracing::warn!(error = %e.message, "cannot reload the cache"),
+            }
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, ev: store::Event) {
+        let revision = ev.revision();
+        let mut s = self.write();
+        let event = match &ev {
+            store::Event::Created(kv) | store::Event::Updated { kv, .. } => {
+                let Some(obj) = parse(kv) else { return };
+                let prev = s.objects.insert(kv.key.clone(), obj.clone());
+                let change = if prev.is_some() { Change::Modified } else { Change::Added };
+                CacheEvent { change, revision, obj, prev }
+            }
+            store::Event::Deleted(kv) => {
+                let prev = s.objects.remove(&kv.key);
+                // The deleted object as it last was, stamped with the revision of the delete.
+                let Some(last) = prev.clone() else { return };
+                let obj = Arc::new(Obj { key: last.key.clone(), value: last.value.clone(), mod_revision: revision });
+                CacheEvent { change: Change::Deleted, revision, obj, prev }
+            }
+        };
+        let event = Arc::new(event);
+        s.log.push_back(event.clone());
+        if s.log.len() > WINDOW {
+            if let Some(old) = s.log.pop_front() {
+                s.oldest = old.revision;
+            }
+        }
+        s.revision = revision;
+        // Sent under the lock: a subscriber taking its backlog under the lock sees each change once.
+        let _ = self.events.send(event);
+        drop(s);
+        self.revision.send_replace(revision);
+    }
+
+    /// Waits until the cache holds every write the datastore has acknowledged.
+    pub async fn fresh(&self) -> ApiResult<Revision> {
+        let target = self.store.current_revision().await?;
+        let mut rx = self.revision.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(10), async {
+            let r = rx.wait_for(|r| *r >= target).await.map(|r| *r);
+            r
+        })
+        .await;
+        match reached {
+            Ok(Ok(r)) => Ok(r),
+            _ => Err(ApiError::new(504, "Timeout", format!("Too large resource version: {target}, current: {}", self.revision()))),
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.read().revision
+    }
+
+    /// Objects under `prefix` (key order) and the revision they are current at.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Obj>>, Revision) {
+        let s = self.read();
+        let items = s.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, o)| o.clone()).collect();
+        (items, s.revision)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Obj>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Changes after `after` and the live ones; 410 when `after` is older than the window.
+    pub fn subscribe(&self, after: Revision) -> ApiResult<Subscription> {
+        let s = self.read();
+        if after < s.oldest {
+            return Err(ApiError::gone(format!("too old resource version: {after} ({})", s.oldest)));
+        }
+        let backlog = s.log.iter().filter(|e| e.revision > after).cloned().collect();
+        let live = self.events.subscribe();
+        Ok(Subscription { backlog, live })
+    }
+}

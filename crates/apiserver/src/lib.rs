@@ -1,0 +1,107 @@
+//! berth's Kubernetes API server: the REST API kubectl and the client libraries speak, over the
+//! `store` datastore, served from an in-memory watch cache, with TLS, client-certificate and
+//! token authentication, and RBAC.
+
+pub mod cache;
+pub mod discovery;
+pub mod housekeeping;
+pub mod kinds;
+pub mod rbac;
+pub mod rest;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod table;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub use rbac::User;
+pub use status::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("starting the API: {0}")]
+    Start(String),
+}
+
+/// How to serve.
+pub struct Config {
+    pub store: Arc<dyn store::Store>,
+    /// TLS with optional client certificates (None: plain HTTP, for tests on loopback only).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Bearer token → user.
+    pub tokens: HashMap<String, User>,
+    /// The cluster CA (PEM), published in every namespace as `kube-root-ca.crt`.
+    pub ca_pem: String,
+}
+
+/// A running API: its address and the task serving it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub api: Arc<rest::Api>,
+}
+
+/// The user a client certificate names: CN is the user, each O a group (as upstream).
+pub fn certificate_user(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<User> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
+    Some(User { name, groups })
+}
+
+/// Loads the cache, creates the system objects, starts housekeeping and serves on `listener`
+/// until the process ends.
+pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error> {
+    let addr = listener.local_addr().map_err(|e| Error::Start(e.to_string()))?;
+    let cache = cache::Cache::start(cfg.store.clone()).await.map_err(|e| Error::Start(e.message))?;
+    let api = Arc::new(rest::Api { store: cfg.store.clone(), cache });
+    housekeeping::bootstrap(&api).await.map_err(|e| Error::Start(e.message))?;
+    housekeeping::spawn(api.clone(), cfg.ca_pem.clone());
+    let server = Arc::new(server::Server { api: api.clone(), auth: server::Authenticator { tokens: cfg.tokens } });
+    let tls = cfg.tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (server, tls) = (server.clone(), tls.clone());
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else { return };
+                        let user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(certificate_user);
+                        let svc = hyper::service::service_fn(move |req| {
+                            let (server, user) = (server.clone(), user.clone());
+                            async move { Ok::<_, std::convert::Infallible>(server.handle(req, user).await) }
+                        });
+                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                    }
+                    None => {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let server = server.clone();
+                            async move { Ok::<_, std::convert::Infallible>(server.handle(req, None).await) }
+                        });
+                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                    }
+                }
+            });
+        }
+    });
+    Ok(Running { addr, api })
+}
