@@ -49,15 +49,6 @@ pub struct Running {
     pub api: Arc<rest::Api>,
 }
 
-/// The user a client certificate names: CN is the user, each O a group (as upstream).
-pub fn certificate_user(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<User> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
-    Some(User { name, groups })
-}
-
 /// Loads the cache, creates the system objects, starts housekeeping and serves on `listener`
 /// until the process ends.
 pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error> {
@@ -85,7 +76,9 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error>
                 match tls {
                     Some(acceptor) => {
                         let Ok(stream) = acceptor.accept(stream).await else { return };
-                        let user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(certificate_user);
+                        // The certificate chain was verified against the CA by TLS; CN is the user and
+                        // each O a group, as upstream.
+                        let user = stream.get_ref().1.peer_certificates().and_then(pki::client_identity).map(|i| User { name: i.user, groups: i.groups });
                         let svc = hyper::service::service_fn(move |req| {
                             let (server, user) = (server.clone(), user.clone());
                             async move { Ok::<_, std::convert::Infallible>(server.handle(req, user).await) }
