@@ -115,6 +115,8 @@ enum Cmd {
     Info(system::InfoArgs),
     /// Run the engine (Docker Engine API server) in the foreground.
     Engine(EngineArgs),
+    /// Run the Kubernetes API server in the foreground (writes <root>/kubeconfig.yaml).
+    Server(crate::server::ServerArgs),
     /// Time `berth run --rm` against runc on this machine.
     Bench(crate::bench::BenchArgs),
 }
@@ -255,6 +257,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     };
     match cli.cmd {
+        Cmd::Server(a) => return finish(crate::server::run(a)),
         Cmd::Engine(a) => return finish(crate::daemon::run(crate::daemon::EngineOptions { root: a.root, socket: a.socket, debug: a.debug, insecure_registries: a.insecure_registries, bridge: a.bridge, bip: a.bip })),
         Cmd::Bench(a) => return finish(crate::bench::run(a)),
         _ => {}
@@ -370,7 +373,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> CliResult<u8> {
         Cmd::Inspect(a) => inspect::inspect(c, a).await,
         Cmd::Version(a) => system::version(c, a).await,
         Cmd::Info(a) => system::info(c, a).await,
-        Cmd::Engine(_) | Cmd::Bench(_) => Ok(0),
+        Cmd::Engine(_) | Cmd::Server(_) | Cmd::Bench(_) => Ok(0),
     }
 }
 

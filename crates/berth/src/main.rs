@@ -8,6 +8,7 @@ mod bench_pull;
 mod cli;
 mod daemon;
 mod runtime_cli;
+mod server;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
