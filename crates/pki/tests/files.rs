@@ -51,18 +51,34 @@ fn create_then_load_reuses_everything() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("pki");
     let first = Pki::load_or_create(&dir, &[]).expect("create");
-    let files: Vec<String> = ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key", "token"]
-        .iter()
-        .map(|n| read(&dir, n))
-        .collect();
+    let files: Vec<String> = [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "admin.crt",
+        "admin.key",
+        "token",
+    ]
+    .iter()
+    .map(|n| read(&dir, n))
+    .collect();
     let second = Pki::load_or_create(&dir, &[]).expect("load");
     assert_eq!(first.ca_cert_pem(), second.ca_cert_pem());
     assert_eq!(first.server_cert_pem(), second.server_cert_pem());
     assert_eq!(first.admin_cert_pem(), second.admin_cert_pem());
     assert_eq!(first.token(), second.token());
-    for (n, before) in ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key", "token"]
-        .iter()
-        .zip(&files)
+    for (n, before) in [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "admin.crt",
+        "admin.key",
+        "token",
+    ]
+    .iter()
+    .zip(&files)
     {
         assert_eq!(&read(&dir, n), before, "{n} rewritten on reload");
     }
@@ -181,7 +197,8 @@ fn new_san_reissues_server_cert_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let a = Pki::load_or_create(dir, &[]).expect("create");
-    let b = Pki::load_or_create(dir, &["192.168.7.1".into(), "node.example".into()]).expect("reload");
+    let b =
+        Pki::load_or_create(dir, &["192.168.7.1".into(), "node.example".into()]).expect("reload");
     assert_eq!(a.ca_cert_pem(), b.ca_cert_pem());
     assert_eq!(a.admin_cert_pem(), b.admin_cert_pem());
     assert_ne!(a.server_cert_pem(), b.server_cert_pem());
@@ -202,7 +219,9 @@ fn write_short_leaf(dir: &Path, name: &str, cn: &str, days: i64) {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(days);
@@ -225,7 +244,8 @@ fn expiring_or_foreign_leaves_are_reissued() {
     assert_eq!(a.ca_cert_pem(), b.ca_cert_pem());
     let der = CertificateDer::from_pem_slice(b.server_cert_pem().as_bytes()).expect("pem");
     let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).expect("x509");
-    let left = x.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    let left =
+        x.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(left > 360 * 86400, "leaf should last a year, has {left}s");
 
     // 60 days left, but lacking the default SANs: reissued too.
@@ -275,7 +295,10 @@ fn kubeconfig_is_written_private() {
     pki::write_kubeconfig(&path, "https://127.0.0.1:6443", "berth", &pki).expect("write");
     assert_eq!(mode(&path), 0o600);
     let text = read(tmp.path(), ".kube/config");
-    assert_eq!(text, pki::kubeconfig_yaml("https://127.0.0.1:6443", "berth", &pki));
+    assert_eq!(
+        text,
+        pki::kubeconfig_yaml("https://127.0.0.1:6443", "berth", &pki)
+    );
     for want in [
         "current-context: \"berth\"",
         "server: \"https://127.0.0.1:6443\"",
@@ -292,5 +315,8 @@ fn server_config_offers_h2_and_http1() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let pki = Pki::load_or_create(tmp.path(), &[]).expect("create");
     let cfg = pki.server_config();
-    assert_eq!(cfg.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        cfg.alpn_protocols,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
 }
