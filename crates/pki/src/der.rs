@@ -16,8 +16,15 @@ const TAG_VERSION: u8 = 0xa0;
 const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
 const OID_O: &[u8] = &[0x55, 0x04, 0x0a];
 
-/// One TLV split off the front of `buf`: (tag, whole element, content, rest).
-fn read_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element: its tag, the whole encoding, and its content.
+struct Tlv<'a> {
+    tag: u8,
+    whole: &'a [u8],
+    content: &'a [u8],
+}
+
+/// Splits one element off the front of `buf`; `None` if malformed.
+fn read_tlv(buf: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let tag = *buf.first()?;
     let first = *buf.get(1)?;
     let (len, hdr) = if first < 0x80 {
@@ -36,7 +43,12 @@ fn read_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
     };
     let end = hdr.checked_add(len)?;
     let whole = buf.get(..end)?;
-    Some((tag, whole, &whole[hdr..], &buf[end..]))
+    let tlv = Tlv {
+        tag,
+        whole,
+        content: &whole[hdr..],
+    };
+    Some((tlv, &buf[end..]))
 }
 
 fn write_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -79,30 +91,30 @@ pub(crate) fn replace_subject<E>(
     subject: &[u8],
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 ) -> Option<Result<Vec<u8>, E>> {
-    let (tag, _, cert_content, rest) = read_tlv(cert)?;
-    if tag != TAG_SEQUENCE || !rest.is_empty() {
+    let (cert_tlv, rest) = read_tlv(cert)?;
+    if cert_tlv.tag != TAG_SEQUENCE || !rest.is_empty() {
         return None;
     }
-    let (tbs_tag, _, tbs_content, after_tbs) = read_tlv(cert_content)?;
-    let (_, sig_alg, _, after_alg) = read_tlv(after_tbs)?;
-    let (sig_tag, _, _, after_sig) = read_tlv(after_alg)?;
-    if tbs_tag != TAG_SEQUENCE || sig_tag != TAG_BIT_STRING || !after_sig.is_empty() {
+    let (tbs, after_tbs) = read_tlv(cert_tlv.content)?;
+    let (sig_alg, after_alg) = read_tlv(after_tbs)?;
+    let (sig, after_sig) = read_tlv(after_alg)?;
+    if tbs.tag != TAG_SEQUENCE || sig.tag != TAG_BIT_STRING || !after_sig.is_empty() {
         return None;
     }
     // TBSCertificate: version, serial, signature, issuer, validity, subject, ...
     let mut fields = Vec::new();
-    let mut rest = tbs_content;
+    let mut rest = tbs.content;
     while !rest.is_empty() {
-        let (t, whole, _, r) = read_tlv(rest)?;
-        fields.push((t, whole));
+        let (field, r) = read_tlv(rest)?;
+        fields.push(field);
         rest = r;
     }
-    if fields.first()?.0 != TAG_VERSION || fields.get(5)?.0 != TAG_SEQUENCE {
+    if fields.first()?.tag != TAG_VERSION || fields.get(5)?.tag != TAG_SEQUENCE {
         return None;
     }
-    let mut new_tbs_content = Vec::with_capacity(tbs_content.len() + subject.len());
-    for (i, (_, whole)) in fields.iter().enumerate() {
-        new_tbs_content.extend_from_slice(if i == 5 { subject } else { whole });
+    let mut new_tbs_content = Vec::with_capacity(tbs.content.len() + subject.len());
+    for (i, field) in fields.iter().enumerate() {
+        new_tbs_content.extend_from_slice(if i == 5 { subject } else { field.whole });
     }
     let tbs = write_tlv(TAG_SEQUENCE, &new_tbs_content);
     let signature = match sign(&tbs) {
@@ -114,7 +126,7 @@ pub(crate) fn replace_subject<E>(
     bits.push(0);
     bits.extend(signature);
     let mut content = tbs;
-    content.extend_from_slice(sig_alg);
+    content.extend_from_slice(sig_alg.whole);
     content.extend(write_tlv(TAG_BIT_STRING, &bits));
     Some(Ok(write_tlv(TAG_SEQUENCE, &content)))
 }
@@ -128,8 +140,11 @@ mod tests {
         let content = vec![7u8; 300];
         let enc = write_tlv(TAG_SEQUENCE, &content);
         assert_eq!(&enc[..4], &[0x30, 0x82, 0x01, 0x2c]);
-        let (tag, whole, c, rest) = read_tlv(&enc).expect("parses");
-        assert_eq!((tag, whole.len(), c, rest.len()), (0x30, enc.len(), &content[..], 0));
+        let (tlv, rest) = read_tlv(&enc).expect("parses");
+        assert_eq!(
+            (tlv.tag, tlv.whole.len(), tlv.content, rest.len()),
+            (0x30, enc.len(), &content[..], 0)
+        );
     }
 
     #[test]

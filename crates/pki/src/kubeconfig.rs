@@ -48,9 +48,18 @@ preferences: {{}}
 
 /// Writes [`kubeconfig_yaml`] to `path` atomically with mode 0600: it holds
 /// the admin private key. Creates the parent directory (e.g. `~/.kube`).
-pub fn write_kubeconfig(path: &Path, server_url: &str, cluster_name: &str, pki: &Pki) -> Result<()> {
+pub fn write_kubeconfig(
+    path: &Path,
+    server_url: &str,
+    cluster_name: &str,
+    pki: &Pki,
+) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
-    write_atomic(path, kubeconfig_yaml(server_url, cluster_name, pki).as_bytes(), 0o600)
+    write_atomic(
+        path,
+        kubeconfig_yaml(server_url, cluster_name, pki).as_bytes(),
+        0o600,
+    )
 }

@@ -116,7 +116,10 @@ impl San {
     fn parse(s: &str) -> Result<San> {
         let s = s.trim();
         // Accept "[::1]" as people write IPv6 in URLs.
-        let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(San::Ip(ip));
         }
@@ -169,8 +172,12 @@ fn cert_sans(cert: &X509Certificate<'_>) -> Vec<San> {
         .filter_map(|g| match g {
             GeneralName::DNSName(d) => Some(San::Dns(d.to_ascii_lowercase())),
             GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b).ok().map(|a| San::Ip(IpAddr::from(a))),
-                16 => <[u8; 16]>::try_from(*b).ok().map(|a| San::Ip(IpAddr::from(a))),
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| San::Ip(IpAddr::from(a))),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| San::Ip(IpAddr::from(a))),
                 _ => None,
             },
             _ => None,
@@ -316,14 +323,22 @@ impl Ca {
 
     /// Whether a stored leaf can be kept: parses, matches its key, was signed
     /// by this CA, is not within the renewal window, and satisfies `ok`.
-    fn leaf_is_current(&self, crt: &[u8], key: &[u8], ok: impl Fn(&X509Certificate<'_>) -> bool) -> bool {
+    fn leaf_is_current(
+        &self,
+        crt: &[u8],
+        key: &[u8],
+        ok: impl Fn(&X509Certificate<'_>) -> bool,
+    ) -> bool {
         let Some(der) = first_cert(crt) else {
             return false;
         };
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
             return false;
         };
-        let Ok(key) = std::str::from_utf8(key).map_err(|_| ()).and_then(|k| KeyPair::from_pem(k).map_err(|_| ())) else {
+        let Ok(key) = std::str::from_utf8(key)
+            .map_err(|_| ())
+            .and_then(|k| KeyPair::from_pem(k).map_err(|_| ()))
+        else {
             return false;
         };
         let Ok((_, ca)) = x509_parser::parse_x509_certificate(self.der.as_ref()) else {
@@ -364,7 +379,9 @@ pub struct Pki {
 impl std::fmt::Debug for Pki {
     // Hand-written so private keys and the token never reach a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -434,7 +451,14 @@ impl Pki {
                 let have = cert_sans(cert);
                 wanted.iter().all(|s| have.contains(s))
             },
-            || ca.issue("kube-apiserver", &[], &wanted, ExtendedKeyUsagePurpose::ServerAuth),
+            || {
+                ca.issue(
+                    "kube-apiserver",
+                    &[],
+                    &wanted,
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                )
+            },
         )?;
         let (admin_cert_pem, admin_key_pem) = load_or_issue_leaf(
             dir,
@@ -449,7 +473,14 @@ impl Pki {
                         groups: vec![ADMIN_GROUP.into()],
                     })
             },
-            || ca.issue(ADMIN_USER, &[ADMIN_GROUP], &[], ExtendedKeyUsagePurpose::ClientAuth),
+            || {
+                ca.issue(
+                    ADMIN_USER,
+                    &[ADMIN_GROUP],
+                    &[],
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                )
+            },
         )?;
 
         let token_path = dir.join(TOKEN);
@@ -479,9 +510,14 @@ impl Pki {
 
     /// A client certificate for `cn` with groups `orgs`, signed by the CA
     /// (for nodes and agents): (cert PEM, key PEM). Nothing is written.
-    pub fn issue_client_cert<S: AsRef<str>>(&self, cn: &str, orgs: &[S]) -> Result<(String, String)> {
+    pub fn issue_client_cert<S: AsRef<str>>(
+        &self,
+        cn: &str,
+        orgs: &[S],
+    ) -> Result<(String, String)> {
         let orgs: Vec<&str> = orgs.iter().map(AsRef::as_ref).collect();
-        self.ca.issue(cn, &orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
+        self.ca
+            .issue(cn, &orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     /// TLS config for the API server: serves server.crt, offers h2 and
@@ -518,7 +554,12 @@ impl Pki {
     }
 }
 
-fn build_server_config(ca: &Ca, cert_pem: &str, key_pem: &str, dir: &Path) -> Result<Arc<ServerConfig>> {
+fn build_server_config(
+    ca: &Ca,
+    cert_pem: &str,
+    key_pem: &str,
+    dir: &Path,
+) -> Result<Arc<ServerConfig>> {
     // One provider, named explicitly, so the build never depends on which
     // rustls crypto features other crates happen to enable.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -546,9 +587,18 @@ mod tests {
 
     #[test]
     fn san_parsing() {
-        assert_eq!(San::parse("10.0.0.1").ok(), Some(San::Ip("10.0.0.1".parse().expect("ip"))));
-        assert_eq!(San::parse("[fd00::1]").ok(), Some(San::Ip("fd00::1".parse().expect("ip"))));
-        assert_eq!(San::parse("Node-1.Example").ok(), Some(San::Dns("node-1.example".into())));
+        assert_eq!(
+            San::parse("10.0.0.1").ok(),
+            Some(San::Ip("10.0.0.1".parse().expect("ip")))
+        );
+        assert_eq!(
+            San::parse("[fd00::1]").ok(),
+            Some(San::Ip("fd00::1".parse().expect("ip")))
+        );
+        assert_eq!(
+            San::parse("Node-1.Example").ok(),
+            Some(San::Dns("node-1.example".into()))
+        );
         assert!(San::parse("").is_err());
         assert!(San::parse("a b").is_err());
     }
@@ -557,7 +607,9 @@ mod tests {
     fn token_shape() {
         let t = generate_token().expect("token");
         assert_eq!(t.len(), 43);
-        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_ne!(t, generate_token().expect("token"));
     }
 
