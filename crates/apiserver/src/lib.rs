@@ -6,6 +6,8 @@ pub mod cache;
 pub mod discovery;
 pub mod housekeeping;
 pub mod kinds;
+pub mod proto;
+mod proto_schema;
 pub mod rbac;
 pub mod rest;
 pub mod selector;

@@ -139,6 +139,9 @@ fn parse_body(req: &Request) -> ApiResult<Value> {
     if req.body.len() > MAX_BODY {
         return Err(ApiError::too_large());
     }
+    if req.content_type.starts_with(crate::proto::CONTENT_TYPE) {
+        return crate::proto::decode_object(&req.body).map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as protobuf: {e}")));
+    }
     if req.content_type.contains("yaml") {
         serde_yaml::from_slice::<Value>(&req.body).map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as YAML: {e}")))
     } else {

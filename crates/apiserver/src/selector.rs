@@ -99,9 +99,9 @@ impl LabelSelector {
             } else if let Some((k, v)) = req.split_once('=') {
                 (k.trim().to_string(), Op::Eq(v.trim().to_string()))
             } else if words.len() >= 2 && words[1] == "in" {
-                (words[0].to_string(), Op::In(values(req.splitn(2, " in").nth(1).unwrap_or(""), req)?))
+                (words[0].to_string(), Op::In(values(req.split_once(" in").map_or("", |x| x.1), req)?))
             } else if words.len() >= 2 && words[1] == "notin" {
-                (words[0].to_string(), Op::NotIn(values(req.splitn(2, " notin").nth(1).unwrap_or(""), req)?))
+                (words[0].to_string(), Op::NotIn(values(req.split_once(" notin").map_or("", |x| x.1), req)?))
             } else if let Some((k, v)) = req.split_once('>') {
                 (k.trim().to_string(), Op::Gt(v.trim().parse().map_err(|_| format!("unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer: {req:?}"))?))
             } else if let Some((k, v)) = req.split_once('<') {

@@ -162,7 +162,8 @@ fn pod_spec(spec: &mut Value) {
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
     for list in ["containers", "initContainers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        // get_mut, not indexing: IndexMut would add the missing list as null.
+        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
             let image = c["image"].as_str().unwrap_or_default().to_string();
             // `:latest` or no tag means Always (Kubernetes' rule), a digest or other tag IfNotPresent.
             let tag = image.rsplit('/').next().unwrap_or_default();
@@ -171,7 +172,7 @@ fn pod_spec(spec: &mut Value) {
             set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(c, "terminationMessagePolicy", json!("File"));
             set_default(c, "resources", json!({}));
-            for p in c["ports"].as_array_mut().into_iter().flatten() {
+            for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
                 set_default(p, "protocol", json!("TCP"));
             }
         }
@@ -200,7 +201,10 @@ pub fn defaults(kind: &Kind, obj: &mut Value) {
                     set_default(spec, "replicas", json!(1));
                 }
                 if kind.kind == "Deployment" {
-                    set_default(spec, "strategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+                    // An empty strategy (what `kubectl create deployment` sends) is a rolling update.
+                    if spec.get("strategy").is_none_or(|s| s.get("type").is_none()) {
+                        spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
+                    }
                     set_default(spec, "revisionHistoryLimit", json!(10));
                     set_default(spec, "progressDeadlineSeconds", json!(600));
                 }
@@ -213,7 +217,7 @@ pub fn defaults(kind: &Kind, obj: &mut Value) {
             if let Some(spec) = obj.get_mut("spec") {
                 set_default(spec, "type", json!("ClusterIP"));
                 set_default(spec, "sessionAffinity", json!("None"));
-                for p in spec["ports"].as_array_mut().into_iter().flatten() {
+                for p in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
                     set_default(p, "protocol", json!("TCP"));
                     if p.get("targetPort").is_none() {
                         let port = p["port"].clone();
@@ -273,6 +277,8 @@ mod tests {
         assert_eq!(obj["spec"]["replicas"], 1);
         assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(obj["spec"]["strategy"]["type"], "RollingUpdate");
+        assert!(obj["spec"]["template"]["spec"].get("initContainers").is_none(), "no null lists appear");
         let s = by_kind("v1", "Secret").expect("secret");
         let mut obj = json!({"stringData": {"k": "v"}});
         defaults(s, &mut obj);
