@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use serde_json::Value;
@@ -98,6 +98,28 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The request body, at most `MAX_BODY`. A larger one is read to its end (up to 64 MiB) and
+/// discarded, so the client reads the 413 instead of a reset stream.
+async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= rest::MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total > 64 << 20 {
+                break;
+            }
+        }
+    }
+    if total > rest::MAX_BODY {
+        return Err(ApiError::too_large());
+    }
+    Ok(buf.freeze())
+}
+
 impl Server {
     fn authenticate(&self, req: &Request<Incoming>, cert_user: Option<&User>) -> Option<User> {
         if let Some(token) = req.headers().get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) {
@@ -185,11 +207,7 @@ impl Server {
         let headers = req.headers();
         let header = |name: &str| headers.get(name).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string();
         let (accept, content_type) = (header("accept"), header("content-type"));
-        let body = Limited::new(req.into_body(), rest::MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| if e.to_string().contains("length limit") { ApiError::too_large() } else { ApiError::bad_request(format!("reading the request body: {e}")) })?
-            .to_bytes();
+        let body = read_body(req.into_body()).await?;
         let request = rest::Request { method: method.to_string(), query: q, accept, content_type, body };
         let api = &self.api;
         match verb {

@@ -44,7 +44,18 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
         sans.push(a.bind_address.clone());
     }
     let pki = pki::Pki::load_or_create(&a.root.join("pki"), &sans).context("setting up the certificates")?;
-    let store = store::open(a.datastore_endpoint.as_deref(), &a.root).await.context("opening the datastore")?;
+    // etcd may still be starting (a service manager starts both at once): keep trying for a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let store = loop {
+        match store::open(a.datastore_endpoint.as_deref(), &a.root).await {
+            Ok(s) => break s,
+            Err(e) if a.datastore_endpoint.is_some() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the datastore is not reachable yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).context("opening the datastore"),
+        }
+    };
     let listener = tokio::net::TcpListener::bind((a.bind_address.as_str(), a.api_port))
         .await
         .with_context(|| format!("listening on {}:{}", a.bind_address, a.api_port))?;
