@@ -22,7 +22,10 @@ ROOTS = [
     ("api/batch/v1", "Job"), ("api/batch/v1", "CronJob"), ("api/discovery/v1", "EndpointSlice"),
     ("api/coordination/v1", "Lease"), ("api/networking/v1", "Ingress"), ("api/networking/v1", "NetworkPolicy"),
     ("api/policy/v1", "PodDisruptionBudget"),
-] + [("api/rbac/v1", t) for t in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
+] + [("api/rbac/v1", t) for t in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]] + [
+    # Subresource bodies kubectl sends typed.
+    ("api/authentication/v1", "TokenRequest"), ("api/autoscaling/v1", "Scale"),
+]
 
 SCALARS = {"string": "Str", "bool": "Bool", "int32": "I32", "int64": "I64", "double": "F64", "float": "F32", "bytes": "Bytes"}
 

@@ -14,6 +14,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod table;
+pub mod tokens;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -43,6 +44,8 @@ pub struct Config {
     pub tokens: HashMap<String, User>,
     /// The cluster CA (PEM), published in every namespace as `kube-root-ca.crt`.
     pub ca_pem: String,
+    /// The key service account tokens are signed with (keep it across restarts).
+    pub sa_key: Vec<u8>,
 }
 
 /// A running API: its address and the task serving it.
@@ -59,7 +62,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error>
     let api = Arc::new(rest::Api { store: cfg.store.clone(), cache });
     housekeeping::bootstrap(&api).await.map_err(|e| Error::Start(e.message))?;
     housekeeping::spawn(api.clone(), cfg.ca_pem.clone());
-    let server = Arc::new(server::Server { api: api.clone(), auth: server::Authenticator { tokens: cfg.tokens } });
+    let server = Arc::new(server::Server { api: api.clone(), auth: server::Authenticator { tokens: cfg.tokens, sa_key: cfg.sa_key } });
     let tls = cfg.tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         loop {

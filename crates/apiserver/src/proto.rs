@@ -235,10 +235,16 @@ fn decode_fields(m: &Message, buf: &[u8]) -> Result<Map<String, Value>, String> 
     Ok(out)
 }
 
-/// The schema name of a kind: `api/apps/v1/Deployment`, `api/core/v1/Namespace`.
+/// The schema name of a type: `api/apps/v1/Deployment`, `api/core/v1/Namespace`,
+/// `api/authentication/v1/TokenRequest`.
+fn schema_name_of(api_version: &str, kind: &str) -> String {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let group = group.split('.').next().filter(|g| !g.is_empty()).unwrap_or("core");
+    format!("api/{group}/{version}/{kind}")
+}
+
 fn schema_name(kind: &kinds::Kind) -> String {
-    let group = kind.group.split('.').next().filter(|g| !g.is_empty()).unwrap_or("core");
-    format!("api/{group}/{}/{}", kind.version, kind.kind)
+    schema_name_of(&kind.api_version(), kind.kind)
 }
 
 /// A protobuf request body (the `k8s\0` envelope around a runtime.Unknown) as a JSON object.
@@ -269,8 +275,11 @@ pub fn decode_object(body: &[u8]) -> Result<Value, String> {
     if !encoding.is_empty() {
         return Err(format!("protobuf content encoding {encoding:?} is not supported"));
     }
-    let k = kinds::by_kind(&api_version, &kind).ok_or_else(|| format!("no protobuf decoding for {kind} in {api_version}: send JSON"))?;
-    let mut obj = decode_message(&schema_name(k), raw)?.unwrap_or_else(|| json!({}));
+    let name = schema_name_of(&api_version, &kind);
+    if message(&name).is_err() {
+        return Err(format!("no protobuf decoding for {kind} in {api_version}: send JSON"));
+    }
+    let mut obj = decode_message(&name, raw)?.unwrap_or_else(|| json!({}));
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);
     Ok(obj)

@@ -168,6 +168,38 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "type", ty: Ty::Str, repeated: false },
         Field { tag: 2, json: "rollingUpdate", ty: Ty::Message("api/apps/v1/RollingUpdateStatefulSetStrategy"), repeated: false },
     ] },
+    Message { name: "api/authentication/v1/BoundObjectReference", fields: &[
+        Field { tag: 1, json: "kind", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "apiVersion", ty: Ty::Str, repeated: false },
+        Field { tag: 3, json: "name", ty: Ty::Str, repeated: false },
+        Field { tag: 4, json: "uId", ty: Ty::Str, repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/TokenRequest", fields: &[
+        Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", ty: Ty::Message("api/authentication/v1/TokenRequestSpec"), repeated: false },
+        Field { tag: 3, json: "status", ty: Ty::Message("api/authentication/v1/TokenRequestStatus"), repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/TokenRequestSpec", fields: &[
+        Field { tag: 1, json: "audiences", ty: Ty::Str, repeated: true },
+        Field { tag: 4, json: "expirationSeconds", ty: Ty::I64, repeated: false },
+        Field { tag: 3, json: "boundObjectRef", ty: Ty::Message("api/authentication/v1/BoundObjectReference"), repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/TokenRequestStatus", fields: &[
+        Field { tag: 1, json: "token", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "expirationTimestamp", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/Time"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v1/Scale", fields: &[
+        Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", ty: Ty::Message("api/autoscaling/v1/ScaleSpec"), repeated: false },
+        Field { tag: 3, json: "status", ty: Ty::Message("api/autoscaling/v1/ScaleStatus"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v1/ScaleSpec", fields: &[
+        Field { tag: 1, json: "replicas", ty: Ty::I32, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v1/ScaleStatus", fields: &[
+        Field { tag: 1, json: "replicas", ty: Ty::I32, repeated: false },
+        Field { tag: 2, json: "selector", ty: Ty::Str, repeated: false },
+    ] },
     Message { name: "api/batch/v1/CronJob", fields: &[
         Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", ty: Ty::Message("api/batch/v1/CronJobSpec"), repeated: false },

@@ -667,6 +667,29 @@ impl Api {
         Err(ApiError::conflict(kind, t.name.as_deref().unwrap_or_default()))
     }
 
+    /// `POST serviceaccounts/NAME/token` (TokenRequest): a signed token for the account.
+    pub async fn create_token(&self, t: &Target, req: &Request, key: &[u8]) -> ApiResult<Reply> {
+        let sa = self.get(&Target { sub: None, ..t.clone() }).await?;
+        let body = if req.body.is_empty() { json!({}) } else { parse_body(req)? };
+        let seconds = body["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
+        if seconds < 600 {
+            return Err(ApiError::bad_request("spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes"));
+        }
+        let audiences: Vec<String> = body["spec"]["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+        let (ns, name) = (t.namespace.clone().unwrap_or_default(), meta_str(&sa, "name").to_string());
+        let (token, exp) = crate::tokens::issue(key, &ns, &name, meta_str(&sa, "uid"), &audiences, seconds).ok_or_else(|| ApiError::internal("cannot sign the token"))?;
+        let expires = chrono::DateTime::from_timestamp(exp, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+        Ok(Reply::json(
+            201,
+            json!({
+                "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": now()},
+                "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": body["spec"]["boundObjectRef"]},
+                "status": {"token": token, "expirationTimestamp": expires},
+            }),
+        ))
+    }
+
     pub async fn get_scale(&self, t: &Target) -> ApiResult<Value> {
         let current = self.get(t).await?;
         Ok(scale_of(t.kind, &current))

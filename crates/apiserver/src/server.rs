@@ -18,12 +18,14 @@ use crate::{discovery, rbac};
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// Who may call: the admin token and service account tokens map to users; client certificates
-/// are checked by TLS and mapped in `serve`.
+/// Who may call: static bearer tokens (the admin's) and service account tokens map to users;
+/// client certificates are checked by TLS and mapped in `serve`.
 #[derive(Default)]
 pub struct Authenticator {
     /// Bearer token → user.
     pub tokens: HashMap<String, User>,
+    /// Signs and verifies service account tokens.
+    pub sa_key: Vec<u8>,
 }
 
 pub struct Server {
@@ -123,7 +125,16 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
 impl Server {
     fn authenticate(&self, req: &Request<Incoming>, cert_user: Option<&User>) -> Option<User> {
         if let Some(token) = req.headers().get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) {
-            return self.auth.tokens.get(token.trim()).cloned();
+            let token = token.trim();
+            if let Some(u) = self.auth.tokens.get(token) {
+                return Some(u.clone());
+            }
+            let claims = crate::tokens::verify(&self.auth.sa_key, token)?;
+            // Only while the service account it names still exists (same uid).
+            let sa = &claims["kubernetes.io"]["serviceaccount"];
+            let key = format!("/registry/core/serviceaccounts/{}/{}", claims["kubernetes.io"]["namespace"].as_str()?, sa["name"].as_str()?);
+            let live = self.api.cache.get(&key)?;
+            return (live.value["metadata"]["uid"] == sa["uid"]).then(|| crate::tokens::user_of(&claims)).flatten();
         }
         cert_user.cloned()
     }
@@ -181,6 +192,7 @@ impl Server {
             ("GET", true) => "get",
             ("GET", false) => "list",
             ("POST", false) => "create",
+            ("POST", true) if target.sub.as_deref() == Some("token") && target.kind.kind == "ServiceAccount" => "create",
             ("PUT", true) => "update",
             ("PATCH", true) => "patch",
             ("DELETE", true) => "delete",
@@ -199,7 +211,10 @@ impl Server {
             return Err(rbac::forbidden(user, &attrs));
         }
         if let Some(sub) = target.sub.as_deref() {
-            let allowed = (sub == "status" && target.kind.status) || (sub == "scale" && target.kind.scale) || (sub == "finalize" && target.kind.kind == "Namespace");
+            let allowed = (sub == "status" && target.kind.status)
+                || (sub == "scale" && target.kind.scale)
+                || (sub == "finalize" && target.kind.kind == "Namespace")
+                || (sub == "token" && target.kind.kind == "ServiceAccount");
             if !allowed {
                 return Err(ApiError::path_not_found(&path));
             }
@@ -221,6 +236,7 @@ impl Server {
                 }
             }),
             "list" => api.list(&target, &request).await,
+            "create" if target.sub.is_some() => api.create_token(&target, &request, &self.auth.sa_key).await,
             "create" => api.create(&target, &request).await,
             "update" if target.sub.as_deref() == Some("finalize") => api.update(&rest::Target { sub: None, ..target.clone() }, &request).await,
             "update" => api.update(&target, &request).await,

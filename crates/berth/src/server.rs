@@ -62,8 +62,9 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
     let port = listener.local_addr().context("the listening address")?.port();
     let admin = apiserver::User { name: "admin".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] };
     let tokens = HashMap::from([(pki.token().to_string(), admin)]);
+    let sa_key = service_account_key(&a.root.join("pki/sa-signing.key"))?;
     let started = std::time::Instant::now();
-    let running = apiserver::start(apiserver::Config { store, tls: Some(pki.server_config()), tokens, ca_pem: pki.ca_cert_pem().to_string() }, listener)
+    let running = apiserver::start(apiserver::Config { store, tls: Some(pki.server_config()), tokens, ca_pem: pki.ca_cert_pem().to_string(), sa_key }, listener)
         .await
         .context("starting the API server")?;
     let host = if a.bind_address == "0.0.0.0" { "127.0.0.1" } else { a.bind_address.as_str() };
@@ -75,4 +76,23 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// The service account signing key: 32 random bytes made once, kept 0600 (tokens outlive restarts).
+fn service_account_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(k) = std::fs::read(path) {
+        if k.len() >= 32 {
+            return Ok(k);
+        }
+    }
+    use rand::RngCore;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, &key)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
 }

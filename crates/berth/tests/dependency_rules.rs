@@ -48,7 +48,7 @@ fn edges<'a>(graph: &'a BTreeMap<String, BTreeSet<String>>, from: &[&str], to: &
 
 const ENGINE_SIDE: &[&str] =
     &["cgroups", "seccomp", "runtime", "shim", "snapshot", "image", "registry", "net", "engine", "engine-api"];
-const CLUSTER_CONTROL: &[&str] = &["store", "apiserver", "resources", "patch"];
+const CLUSTER_CONTROL: &[&str] = &["store", "apiserver", "resources", "patch", "pki"];
 const API_CLIENTS: &[&str] = &["agent", "controllers", "scheduler"];
 const KUBERNETES_TYPES: &[&str] = &["k8s-openapi", "kube", "kube-*"];
 
@@ -66,6 +66,12 @@ fn the_engine_side_knows_nothing_of_kubernetes() {
     forbidden.extend(API_CLIENTS);
     forbidden.extend(KUBERNETES_TYPES);
     assert_eq!(edges(&graph, ENGINE_SIDE, &forbidden), vec![]);
+}
+
+#[test]
+fn the_control_plane_knows_nothing_of_the_engine() {
+    let graph = dependency_graph();
+    assert_eq!(edges(&graph, CLUSTER_CONTROL, ENGINE_SIDE), vec![]);
 }
 
 #[test]

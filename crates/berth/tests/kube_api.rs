@@ -380,6 +380,29 @@ fn unauthenticated_requests_get_401_and_rbac_is_enforced() {
     assert!(String::from_utf8_lossy(&allowed.stdout).contains("kube-root-ca.crt"));
     assert!(!kc(&["-n", "team", "delete", "configmap", "kube-root-ca.crt"]).status.success(), "get and list only");
     assert!(!kc(&["-n", "default", "get", "configmaps"]).status.success(), "only in its namespace");
+
+    // Service account tokens: issued by the TokenRequest API, bound by RBAC, dead with their account.
+    s.ok(&["-n", "team", "create", "serviceaccount", "robot"]);
+    let token = s.ok(&["-n", "team", "create", "token", "robot"]).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let as_robot = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(s.root().join("pki/ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {token}"), &format!("https://127.0.0.1:{}{path}", s.port)])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    let (code, body) = as_robot("/api/v1/namespaces/team/configmaps");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"User \"system:serviceaccount:team:robot\" cannot list resource \"configmaps\""#), "{body}");
+    s.ok(&["-n", "team", "create", "rolebinding", "robot-read", "--role=cm-reader", "--serviceaccount=team:robot"]);
+    assert_eq!(as_robot("/api/v1/namespaces/team/configmaps").0, 200);
+    s.ok(&["-n", "team", "delete", "serviceaccount", "robot"]);
+    assert_eq!(as_robot("/api/v1/namespaces/team/configmaps").0, 401, "a deleted account's token is dead");
 }
 
 #[test]
