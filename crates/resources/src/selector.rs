@@ -869,3 +869,517 @@ impl fmt::Display for FieldSelector {
         f.write_str(&parts.join(","))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn sel(s: &str) -> LabelSelector {
+        LabelSelector::parse(s).expect(s)
+    }
+
+    fn err(s: &str) -> String {
+        LabelSelector::parse(s).expect_err(s).to_string()
+    }
+
+    #[test]
+    fn empty_selector_matches_everything() {
+        for s in ["", "   ", "\t\n"] {
+            let l = sel(s);
+            assert!(l.is_everything());
+            assert!(l.matches(&labels(&[])));
+            assert!(l.matches(&labels(&[("a", "b")])));
+        }
+    }
+
+    #[test]
+    fn equals_and_double_equals() {
+        for s in ["app=web", "app==web", "app = web", " app  ==  web "] {
+            let l = sel(s);
+            assert!(l.matches(&labels(&[("app", "web")])), "{s}");
+            assert!(!l.matches(&labels(&[("app", "db")])), "{s}");
+            assert!(!l.matches(&labels(&[])), "{s}");
+        }
+    }
+
+    #[test]
+    fn not_equals_matches_absent_key() {
+        let l = sel("app!=web");
+        assert!(!l.matches(&labels(&[("app", "web")])));
+        assert!(l.matches(&labels(&[("app", "db")])));
+        assert!(l.matches(&labels(&[])));
+    }
+
+    #[test]
+    fn in_with_whitespace() {
+        let l = sel("tier in (web, db)");
+        assert!(l.matches(&labels(&[("tier", "web")])));
+        assert!(l.matches(&labels(&[("tier", "db")])));
+        assert!(!l.matches(&labels(&[("tier", "cache")])));
+        assert!(!l.matches(&labels(&[])));
+        assert_eq!(l.requirements()[0].values(), ["db", "web"]);
+        assert_eq!(sel("tier in(web,db)"), l);
+        assert_eq!(sel("tier   in   (  web ,db  )"), l);
+    }
+
+    #[test]
+    fn notin_matches_absent_key() {
+        let l = sel("tier notin (web,db)");
+        assert!(!l.matches(&labels(&[("tier", "web")])));
+        assert!(l.matches(&labels(&[("tier", "cache")])));
+        assert!(l.matches(&labels(&[])));
+    }
+
+    #[test]
+    fn exists_and_does_not_exist() {
+        let l = sel("app");
+        assert!(l.matches(&labels(&[("app", "")])));
+        assert!(!l.matches(&labels(&[])));
+        let l = sel("!app");
+        assert!(!l.matches(&labels(&[("app", "x")])));
+        assert!(l.matches(&labels(&[])));
+        let l = sel(" ! app ");
+        assert_eq!(l.requirements()[0].operator(), Operator::DoesNotExist);
+    }
+
+    #[test]
+    fn greater_and_less_than() {
+        let gt = sel("replicas>1");
+        assert!(gt.matches(&labels(&[("replicas", "2")])));
+        assert!(!gt.matches(&labels(&[("replicas", "1")])));
+        assert!(!gt.matches(&labels(&[("replicas", "many")])));
+        assert!(!gt.matches(&labels(&[])));
+        let lt = sel("replicas < 10");
+        assert!(lt.matches(&labels(&[("replicas", "-3")])));
+        assert!(!lt.matches(&labels(&[("replicas", "10")])));
+    }
+
+    #[test]
+    fn gt_requires_integer() {
+        assert_eq!(
+            err("a>b"),
+            "unable to parse requirement: values[0]: Invalid value: \"b\": for 'Gt', 'Lt' operators, the value must be an integer"
+        );
+    }
+
+    #[test]
+    fn multiple_requirements_are_anded_and_sorted() {
+        let l = sel("tier in (web),app=x,!gone");
+        assert!(l.matches(&labels(&[("tier", "web"), ("app", "x")])));
+        assert!(!l.matches(&labels(&[("tier", "web"), ("app", "x"), ("gone", "1")])));
+        assert!(!l.matches(&labels(&[("tier", "web")])));
+        assert_eq!(l.to_string(), "app=x,!gone,tier in (web)");
+    }
+
+    #[test]
+    fn empty_values() {
+        let l = sel("a=");
+        assert_eq!(l.requirements()[0].values(), [""]);
+        assert!(l.matches(&labels(&[("a", "")])));
+        assert!(!l.matches(&labels(&[("a", "x")])));
+        assert_eq!(sel("a=,b").requirements().len(), 2);
+        assert_eq!(sel("a in ()").requirements()[0].values(), [""]);
+        assert_eq!(sel("a in (,x)").requirements()[0].values(), ["", "x"]);
+        assert_eq!(sel("a in (x,)").requirements()[0].values(), ["", "x"]);
+        assert_eq!(
+            sel("a in (x,,y)").requirements()[0].values(),
+            ["", "x", "y"]
+        );
+    }
+
+    #[test]
+    fn keywords_as_keys_and_values() {
+        let l = sel("in in (in, notin)");
+        assert!(l.matches(&labels(&[("in", "notin")])));
+        let l = sel("notin=in");
+        assert!(l.matches(&labels(&[("notin", "in")])));
+    }
+
+    #[test]
+    fn prefixed_keys() {
+        let l = sel("app.kubernetes.io/name=nginx");
+        assert!(l.matches(&labels(&[("app.kubernetes.io/name", "nginx")])));
+    }
+
+    #[test]
+    fn in_without_paren_error() {
+        assert_eq!(
+            err("a in b"),
+            "unable to parse requirement: found 'b' expected: '('"
+        );
+    }
+
+    #[test]
+    fn bad_label_value_error() {
+        assert_eq!(
+            err("a=-x"),
+            "unable to parse requirement: values[0][a]: Invalid value: \"-x\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+        );
+    }
+
+    #[test]
+    fn long_label_value_error() {
+        let v = "a".repeat(64);
+        let e = err(&format!("k={v}"));
+        assert!(e.contains("must be no more than 63 characters"), "{e}");
+        assert!(sel(&format!("k={}", "a".repeat(63))).requirements().len() == 1);
+    }
+
+    #[test]
+    fn bad_key_error() {
+        assert_eq!(
+            err("-a=b"),
+            "unable to parse requirement: <nil>: Invalid value: \"-a\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        );
+        let e = err("Bad_Prefix/a=b");
+        assert!(
+            e.contains("prefix part a lowercase RFC 1123 subdomain"),
+            "{e}"
+        );
+        let e = err(&format!("{}=b", "k".repeat(64)));
+        assert!(
+            e.contains("name part must be no more than 63 characters"),
+            "{e}"
+        );
+        let e = err("a/b/c");
+        assert!(e.contains("a qualified name must consist of"), "{e}");
+    }
+
+    #[test]
+    fn missing_operator_error() {
+        assert_eq!(
+            err("a b"),
+            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
+        );
+    }
+
+    #[test]
+    fn structural_errors() {
+        assert_eq!(err("a=b c"), "found 'c', expected: ',' or 'end of string'");
+        assert_eq!(err("a=b,"), "found '', expected: identifier after ','");
+        assert_eq!(err("a=b,,c"), "found ',', expected: identifier after ','");
+        assert_eq!(
+            err(",a"),
+            "found ',', expected: !, identifier, or 'end of string'"
+        );
+        assert_eq!(
+            err("=a"),
+            "found '=', expected: !, identifier, or 'end of string'"
+        );
+        assert_eq!(
+            err("a in (b c)"),
+            "unable to parse requirement: found 'c', expected: ',' or ')'"
+        );
+        assert_eq!(
+            err("a in (b"),
+            "unable to parse requirement: found '', expected: ',' or ')'"
+        );
+        assert_eq!(
+            err("a in (=)"),
+            "unable to parse requirement: found '=', expected: ',', ')' or identifier"
+        );
+        assert_eq!(
+            err("a==!b"),
+            "unable to parse requirement: found '!', expected: identifier"
+        );
+        assert_eq!(err("!a=b"), "found '=', expected: ',' or 'end of string'");
+        assert_eq!(
+            err("!=a"),
+            "found '!=', expected: !, identifier, or 'end of string'"
+        );
+        assert_eq!(
+            err("! =a"),
+            "unable to parse requirement: found '=', expected: identifier"
+        );
+    }
+
+    #[test]
+    fn lexer_longest_match() {
+        let toks: Vec<Tok> = lex("a!=b==c=(d)").into_iter().map(|(t, _)| t).collect();
+        assert_eq!(
+            toks,
+            [
+                Tok::Ident,
+                Tok::NotEq,
+                Tok::Ident,
+                Tok::DoubleEq,
+                Tok::Ident,
+                Tok::Eq,
+                Tok::OpenPar,
+                Tok::Ident,
+                Tok::ClosedPar,
+                Tok::End
+            ]
+        );
+        // "===" is "==" then "=": the value position sees an operator.
+        assert_eq!(
+            err("a===b"),
+            "unable to parse requirement: found '=', expected: identifier"
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "a=b",
+            "a==b",
+            "a!=b",
+            "a in (x,y)",
+            "a notin (x)",
+            "a",
+            "!a",
+            "a>1",
+            "a<2",
+        ] {
+            let l = sel(s);
+            assert_eq!(l.to_string(), s);
+            assert_eq!(sel(&l.to_string()), l);
+        }
+    }
+
+    #[test]
+    fn matches_json_labels() {
+        let obj = json!({"metadata": {"labels": {"app": "web", "n": 3}}});
+        let l = sel("app=web");
+        assert!(l.matches_object(&obj));
+        assert!(l.matches_json(obj.pointer("/metadata/labels").and_then(Value::as_object)));
+        assert!(!l.matches_json(None));
+        assert!(
+            sel("!n").matches_object(&obj),
+            "non-string values count as absent"
+        );
+        assert!(sel("app!=x").matches_object(&json!({"metadata": {}})));
+    }
+
+    #[test]
+    fn label_selector_json_match_labels_and_expressions() {
+        let l = LabelSelector::from_label_selector_json(&json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "env", "operator": "NotIn", "values": ["prod"]},
+                {"key": "team", "operator": "Exists"},
+                {"key": "legacy", "operator": "DoesNotExist", "values": []}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(l.requirements().len(), 5);
+        assert!(l.matches(&labels(&[("app", "web"), ("tier", "a"), ("team", "x")])));
+        assert!(!l.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("team", "x"),
+            ("env", "prod")
+        ])));
+        assert!(!l.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("team", "x"),
+            ("legacy", "1")
+        ])));
+        assert!(!l.matches(&labels(&[("app", "web"), ("tier", "a")])));
+    }
+
+    #[test]
+    fn label_selector_json_null_and_empty() {
+        let nothing = LabelSelector::from_label_selector_json(&Value::Null).unwrap();
+        assert!(!nothing.matches(&labels(&[])));
+        assert!(!nothing.is_everything());
+        let all = LabelSelector::from_label_selector_json(&json!({})).unwrap();
+        assert!(all.is_everything());
+        assert!(all.matches(&labels(&[("x", "y")])));
+    }
+
+    #[test]
+    fn label_selector_json_errors() {
+        let e = LabelSelector::from_label_selector_json(&json!({
+            "matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]
+        }))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"Gt\" is not a valid label selector operator"
+        );
+        let e = LabelSelector::from_label_selector_json(&json!({
+            "matchExpressions": [{"key": "a", "operator": "In", "values": []}]
+        }))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "values: Invalid value: []string{}: for 'in', 'notin' operators, values set can't be empty"
+        );
+        let e = LabelSelector::from_label_selector_json(&json!({
+            "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]
+        }))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "values: Invalid value: []string{\"x\"}: values set must be empty for exists and does not exist"
+        );
+        let e = LabelSelector::from_label_selector_json(&json!({"matchLabels": {"-bad": "x"}}))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("key: Invalid value: \"-bad\": name part must consist"),
+            "{e}"
+        );
+        let e = LabelSelector::from_label_selector_json(
+            &json!({"matchLabels": {"a": "-x", "b": "-y"}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("values[0][a]: Invalid value: \"-x\""),
+            "{e}"
+        );
+        assert!(
+            LabelSelector::from_label_selector_json(&json!({"matchLabels": {"a": 1}})).is_err()
+        );
+        assert!(LabelSelector::from_label_selector_json(&json!("a=b")).is_err());
+    }
+
+    #[test]
+    fn requirement_aggregates_several_errors() {
+        let e = Requirement::new("-k", Operator::Equals, vec!["a".into(), "b".into()]).unwrap_err();
+        assert!(e.starts_with("[key: Invalid value: \"-k\""), "{e}");
+        assert!(
+            e.contains(
+                ", values: Invalid value: []string{\"a\", \"b\"}: exact-match compatibility"
+            ),
+            "{e}"
+        );
+    }
+
+    fn field_err(s: &str) -> String {
+        FieldSelector::parse(s).expect_err(s).to_string()
+    }
+
+    #[test]
+    fn field_selector_operators() {
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Running"}});
+        assert!(FieldSelector::parse("metadata.name=a")
+            .unwrap()
+            .matches_json(&obj));
+        assert!(FieldSelector::parse("metadata.name==a")
+            .unwrap()
+            .matches_json(&obj));
+        assert!(!FieldSelector::parse("metadata.name!=a")
+            .unwrap()
+            .matches_json(&obj));
+        assert!(FieldSelector::parse("metadata.name!=b")
+            .unwrap()
+            .matches_json(&obj));
+        let both = FieldSelector::parse("status.phase=Running,metadata.namespace=ns").unwrap();
+        assert!(both.matches_json(&obj));
+        let miss = FieldSelector::parse("status.phase=Running,metadata.namespace=other").unwrap();
+        assert!(!miss.matches_json(&obj));
+    }
+
+    #[test]
+    fn field_selector_empty_and_missing_fields() {
+        let f = FieldSelector::parse("").unwrap();
+        assert!(f.is_empty());
+        assert!(f.matches_json(&json!({})));
+        assert!(FieldSelector::parse(",,").unwrap().is_empty());
+        let pod = json!({"spec": {}});
+        assert!(FieldSelector::parse("spec.nodeName=")
+            .unwrap()
+            .matches_json(&pod));
+        assert!(!FieldSelector::parse("spec.nodeName!=")
+            .unwrap()
+            .matches_json(&pod));
+        let scheduled = json!({"spec": {"nodeName": "n1", "hostNetwork": true, "replicas": 3}});
+        assert!(FieldSelector::parse("spec.nodeName!=")
+            .unwrap()
+            .matches_json(&scheduled));
+        assert!(FieldSelector::parse("spec.hostNetwork=true")
+            .unwrap()
+            .matches_json(&scheduled));
+        assert!(FieldSelector::parse("spec.replicas=3")
+            .unwrap()
+            .matches_json(&scheduled));
+    }
+
+    #[test]
+    fn field_selector_escapes() {
+        let f = FieldSelector::parse(r"metadata.name=a\,b\=c\\d").unwrap();
+        assert_eq!(f.requirements()[0].value, r"a,b=c\d");
+        assert_eq!(f.to_string(), r"metadata.name=a\,b\=c\\d");
+        let f = FieldSelector::parse(r"a=x\,y,b=z").unwrap();
+        assert_eq!(f.requirements().len(), 2);
+        assert_eq!(f.exact_match("a"), Some("x,y"));
+        assert_eq!(f.exact_match("b"), Some("z"));
+        assert_eq!(f.exact_match("c"), None);
+    }
+
+    #[test]
+    fn field_selector_errors() {
+        assert_eq!(
+            field_err("foo"),
+            "invalid selector: 'foo'; can't understand 'foo'"
+        );
+        assert_eq!(
+            field_err("a=b,foo"),
+            "invalid selector: 'a=b,foo'; can't understand 'foo'"
+        );
+        assert_eq!(
+            field_err(r"a=b\x"),
+            r"invalid field selector: invalid escape sequence: \x"
+        );
+        assert_eq!(
+            field_err(r"a=b\"),
+            r"invalid field selector: invalid escape sequence: \"
+        );
+        assert_eq!(
+            field_err("a=b=c"),
+            "invalid field selector: unescaped character in value: ="
+        );
+    }
+
+    #[test]
+    fn field_selector_first_operator_splits() {
+        let f = FieldSelector::parse("a!=b").unwrap();
+        assert_eq!(f.requirements()[0].op, FieldOperator::NotEquals);
+        assert_eq!(f.requirements()[0].field, "a");
+        // No trimming: the field keeps its space, as upstream.
+        let f = FieldSelector::parse("a =b").unwrap();
+        assert_eq!(f.fields().collect::<Vec<_>>(), ["a "]);
+    }
+
+    #[test]
+    fn field_selector_supported_fields() {
+        let f = FieldSelector::parse("metadata.name=x,foo=bar").unwrap();
+        let e = f
+            .check_supported(&["metadata.name", "metadata.namespace"])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "field label not supported: foo");
+        assert_eq!(e, SelectorError::FieldNotSupported("foo".into()));
+        assert!(FieldSelector::parse("metadata.name=x")
+            .unwrap()
+            .check_supported(&["metadata.name"])
+            .is_ok());
+    }
+
+    #[test]
+    fn field_selector_custom_getter() {
+        let f = FieldSelector::parse("involvedObject.kind=Pod,type!=Normal").unwrap();
+        let get = |k: &str| match k {
+            "involvedObject.kind" => Some("Pod".to_string()),
+            "type" => Some("Warning".to_string()),
+            _ => None,
+        };
+        assert!(f.matches(&get));
+        let event = json!({"involvedObject": {"kind": "Pod"}, "type": "Normal"});
+        assert!(!f.matches_json(&event));
+    }
+}
