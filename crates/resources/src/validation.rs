@@ -771,3 +771,471 @@ pub fn generate_name(prefix: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(causes: &[Cause]) -> Vec<(&str, CauseReason)> {
+        causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect()
+    }
+
+    #[test]
+    fn dns1123_subdomain() {
+        assert!(is_dns1123_subdomain("example.com").is_empty());
+        assert!(is_dns1123_subdomain("a").is_empty());
+        assert!(is_dns1123_subdomain("a-b.c-d.0").is_empty());
+        for bad in ["", "A", "a_b", "-a", "a-", "a..b", ".a", "a."] {
+            assert_eq!(is_dns1123_subdomain(bad).len(), 1, "{bad}");
+        }
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
+        assert_eq!(long.len(), 254);
+        assert_eq!(
+            is_dns1123_subdomain(&long),
+            ["must be no more than 253 characters"]
+        );
+        assert!(is_dns1123_subdomain(&long[1..]).is_empty());
+    }
+
+    #[test]
+    fn dns1123_label() {
+        assert!(is_dns1123_label("kube-system").is_empty());
+        assert!(is_dns1123_label("0abc").is_empty());
+        assert_eq!(is_dns1123_label("a.b"), ["must not contain dots"]);
+        assert_eq!(
+            is_dns1123_label("Bad"),
+            ["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"]
+        );
+        assert_eq!(
+            is_dns1123_label(&"a".repeat(64)),
+            ["must be no more than 63 characters"]
+        );
+        assert!(is_dns1123_label(&"a".repeat(63)).is_empty());
+    }
+
+    #[test]
+    fn dns1035_label() {
+        assert!(is_dns1035_label("my-svc").is_empty());
+        let e = is_dns1035_label("1svc");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("a DNS-1035 label must consist"), "{e:?}");
+        assert!(e[0].ends_with("regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"));
+    }
+
+    #[test]
+    fn qualified_names() {
+        for ok in ["app", "App_1.x-y", "example.com/MyName", "a/b", "9"] {
+            assert!(is_qualified_name(ok).is_empty(), "{ok}");
+        }
+        assert_eq!(is_qualified_name("/a"), ["prefix part must be non-empty"]);
+        let e = is_qualified_name("a/");
+        assert_eq!(e[0], "name part must be non-empty");
+        assert!(e[1].starts_with("name part must consist of alphanumeric"));
+        assert!(is_qualified_name("Example.com/a")[0]
+            .starts_with("prefix part a lowercase RFC 1123 subdomain"));
+        assert!(is_qualified_name("a/b/c")[0].ends_with(
+            "with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ));
+        assert_eq!(
+            is_qualified_name(&"k".repeat(64)),
+            ["name part must be no more than 63 characters"]
+        );
+        assert!(is_qualified_name(&format!("{}/k", "p".repeat(253))).is_empty());
+    }
+
+    #[test]
+    fn label_values() {
+        for ok in ["", "a", "MyValue", "my_value", "1.2-3"] {
+            assert!(is_valid_label_value(ok).is_empty(), "{ok}");
+        }
+        assert_eq!(is_valid_label_value("-x").len(), 1);
+        assert_eq!(is_valid_label_value("x_").len(), 1);
+        assert_eq!(is_valid_label_value("a b").len(), 1);
+        assert_eq!(
+            is_valid_label_value(&"v".repeat(64)),
+            ["must be no more than 63 characters"]
+        );
+    }
+
+    #[test]
+    fn bad_name_message_matches_upstream() {
+        let causes = validate_object_meta(
+            &json!({"name": "Bad_Name", "namespace": "default"}),
+            true,
+            NameRule::Dns1123Subdomain,
+        );
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "metadata.name");
+        assert_eq!(causes[0].reason, CauseReason::FieldValueInvalid);
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        );
+        assert_eq!(
+            invalid_message("ConfigMap", "Bad_Name", &causes),
+            format!(
+                "ConfigMap \"Bad_Name\" is invalid: metadata.name: {}",
+                causes[0].message
+            )
+        );
+    }
+
+    #[test]
+    fn valid_meta_has_no_causes() {
+        let meta = json!({
+            "name": "web",
+            "namespace": "default",
+            "labels": {"app": "web", "app.kubernetes.io/part-of": ""},
+            "annotations": {"Example.com/Note": "anything at all, spaces too"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u1", "controller": true}],
+            "finalizers": ["kubernetes.io/pvc-protection"]
+        });
+        assert_eq!(
+            validate_object_meta(&meta, true, NameRule::Dns1123Subdomain),
+            []
+        );
+    }
+
+    #[test]
+    fn name_required() {
+        let causes = validate_object_meta(
+            &json!({"namespace": "default"}),
+            true,
+            NameRule::Dns1123Subdomain,
+        );
+        assert_eq!(
+            fields(&causes),
+            [("metadata.name", CauseReason::FieldValueRequired)]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Required value: name or generateName is required"
+        );
+    }
+
+    #[test]
+    fn generate_name_is_validated_as_prefix() {
+        let ok = json!({"generateName": "web-", "name": "web-x7k2p", "namespace": "d"});
+        assert_eq!(
+            validate_object_meta(&ok, true, NameRule::Dns1123Subdomain),
+            []
+        );
+        let bad = json!({"generateName": "Web-", "name": "web-x7k2p", "namespace": "d"});
+        let causes = validate_object_meta(&bad, true, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            fields(&causes),
+            [("metadata.generateName", CauseReason::FieldValueInvalid)]
+        );
+        assert!(causes[0]
+            .message
+            .starts_with("Invalid value: \"Web-\": a lowercase RFC 1123 subdomain"));
+    }
+
+    #[test]
+    fn namespace_rules() {
+        let missing = validate_object_meta(&json!({"name": "a"}), true, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            fields(&missing),
+            [("metadata.namespace", CauseReason::FieldValueRequired)]
+        );
+        assert_eq!(missing[0].message, "Required value");
+        let dotted = validate_object_meta(
+            &json!({"name": "a", "namespace": "a.b"}),
+            true,
+            NameRule::Dns1123Subdomain,
+        );
+        assert_eq!(
+            dotted[0].message,
+            "Invalid value: \"a.b\": must not contain dots"
+        );
+        let cluster = validate_object_meta(
+            &json!({"name": "a", "namespace": "x"}),
+            false,
+            NameRule::Dns1123Subdomain,
+        );
+        assert_eq!(
+            fields(&cluster),
+            [("metadata.namespace", CauseReason::FieldValueForbidden)]
+        );
+        assert_eq!(cluster[0].message, "Forbidden: not allowed on this type");
+        assert_eq!(
+            validate_object_meta(&json!({"name": "a"}), false, NameRule::Dns1123Subdomain),
+            []
+        );
+    }
+
+    #[test]
+    fn name_rules() {
+        let check = |name: &str, rule| validate_object_meta(&json!({"name": name}), false, rule);
+        assert_eq!(check("a.b", NameRule::Dns1123Subdomain), []);
+        assert_eq!(
+            check("a.b", NameRule::Dns1123Label)[0].message,
+            "Invalid value: \"a.b\": must not contain dots"
+        );
+        assert_eq!(check("1svc", NameRule::Dns1035Label).len(), 1);
+        assert_eq!(check("system:admin", NameRule::PathSegment), []);
+        assert_eq!(
+            check("..", NameRule::PathSegment)[0].message,
+            "Invalid value: \"..\": may not be '..'"
+        );
+        assert_eq!(check("a/b%", NameRule::PathSegment).len(), 2);
+    }
+
+    #[test]
+    fn label_causes() {
+        let meta = json!({"name": "a", "labels": {"-k": "v", "k": "-v", "n": 1}});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(causes.len(), 3);
+        assert!(causes.iter().all(|c| c.field == "metadata.labels"));
+        assert!(causes.iter().any(|c| c
+            .message
+            .starts_with("Invalid value: \"-k\": name part must consist")));
+        assert!(causes.iter().any(|c| c
+            .message
+            .starts_with("Invalid value: \"-v\": a valid label must be")));
+        assert!(causes
+            .iter()
+            .any(|c| c.message == "Invalid value: 1: must be a string"));
+    }
+
+    #[test]
+    fn annotation_keys_and_size() {
+        let meta = json!({"name": "a", "annotations": {"bad key": "v"}});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            fields(&causes),
+            [("metadata.annotations", CauseReason::FieldValueInvalid)]
+        );
+        let big = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT);
+        let meta = json!({"name": "a", "annotations": {"k": big}});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            fields(&causes),
+            [("metadata.annotations", CauseReason::FieldValueTooLong)]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Too long: may not be more than 262144 bytes"
+        );
+        let fits = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT - 1);
+        assert_eq!(
+            validate_object_meta(
+                &json!({"name": "a", "annotations": {"k": fits}}),
+                false,
+                NameRule::Dns1123Subdomain
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn owner_reference_fields() {
+        let meta = json!({"name": "a", "ownerReferences": [{"apiVersion": "apps/", "kind": "", "name": "", "uid": ""}]});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            fields(&causes),
+            [
+                (
+                    "metadata.ownerReferences.apiVersion",
+                    CauseReason::FieldValueInvalid
+                ),
+                (
+                    "metadata.ownerReferences.kind",
+                    CauseReason::FieldValueInvalid
+                ),
+                (
+                    "metadata.ownerReferences.name",
+                    CauseReason::FieldValueInvalid
+                ),
+                (
+                    "metadata.ownerReferences.uid",
+                    CauseReason::FieldValueInvalid
+                ),
+            ]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"apps/\": version must not be empty"
+        );
+        assert_eq!(
+            causes[3].message,
+            "Invalid value: \"\": uid must not be empty"
+        );
+    }
+
+    #[test]
+    fn owner_reference_single_controller_and_banned_event() {
+        let r = |name: &str| json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": name, "controller": true});
+        let meta = json!({"name": "a", "ownerReferences": [r("x"), r("y")]});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(causes.len(), 1);
+        assert!(causes[0].message.ends_with("Only one reference can have Controller set to true. Found \"true\" in references for Pod/x and Pod/y"));
+        let meta = json!({"name": "a", "ownerReferences": [{"apiVersion": "v1", "kind": "Event", "name": "e", "uid": "u"}]});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert!(causes[0]
+            .message
+            .ends_with("/v1, Kind=Event is disallowed from being an owner"));
+    }
+
+    #[test]
+    fn finalizers() {
+        let meta = json!({"name": "a", "finalizers": ["ok", "example.com/ok", "bad name"]});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            fields(&causes),
+            [("metadata.finalizers", CauseReason::FieldValueInvalid)]
+        );
+        assert!(causes[0].message.starts_with("Invalid value: \"bad name\""));
+        let meta = json!({"name": "a", "finalizers": ["orphan", "foregroundDeletion"]});
+        let causes = validate_object_meta(&meta, false, NameRule::Dns1123Subdomain);
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: []string{\"orphan\", \"foregroundDeletion\"}: finalizer orphan and foregroundDeletion cannot be both set"
+        );
+    }
+
+    #[test]
+    fn negative_generation() {
+        let causes = validate_object_meta(
+            &json!({"name": "a", "generation": -1}),
+            false,
+            NameRule::Dns1123Subdomain,
+        );
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: -1: must be greater than or equal to 0"
+        );
+    }
+
+    #[test]
+    fn update_immutable_fields() {
+        let old = json!({"name": "a", "namespace": "d", "uid": "u1", "creationTimestamp": "2024-01-02T03:04:05Z", "resourceVersion": "5"});
+        let mut new = old.clone();
+        new["labels"] = json!({"x": "y"});
+        new["resourceVersion"] = json!("6");
+        assert_eq!(validate_object_meta_update(&new, &old), []);
+
+        let new = json!({"name": "b", "namespace": "e", "uid": "u2", "creationTimestamp": "2025-01-01T00:00:00Z"});
+        let causes = validate_object_meta_update(&new, &old);
+        assert_eq!(
+            fields(&causes),
+            [
+                ("metadata.name", CauseReason::FieldValueInvalid),
+                ("metadata.namespace", CauseReason::FieldValueInvalid),
+                ("metadata.uid", CauseReason::FieldValueInvalid),
+                ("metadata.creationTimestamp", CauseReason::FieldValueInvalid),
+            ]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"b\": field is immutable"
+        );
+        assert_eq!(
+            causes[3].message,
+            "Invalid value: 2025-01-01 00:00:00 +0000 UTC: field is immutable"
+        );
+        assert!(causes
+            .iter()
+            .all(|c| c.message.ends_with("field is immutable")));
+    }
+
+    #[test]
+    fn update_absent_equals_empty() {
+        let old = json!({"name": "a", "namespace": ""});
+        let new = json!({"name": "a"});
+        assert_eq!(validate_object_meta_update(&new, &old), []);
+        let old = json!({"name": "a", "uid": "u"});
+        let causes = validate_object_meta_update(&new, &old);
+        assert_eq!(causes[0].message, "Invalid value: \"\": field is immutable");
+    }
+
+    #[test]
+    fn update_generation_and_finalizers_while_deleting() {
+        let old = json!({"name": "a", "generation": 3, "deletionTimestamp": "2024-01-01T00:00:00Z", "finalizers": ["a/x"]});
+        let mut new = old.clone();
+        new["generation"] = json!(2);
+        new["finalizers"] = json!(["a/x", "a/y"]);
+        let causes = validate_object_meta_update(&new, &old);
+        assert_eq!(
+            fields(&causes),
+            [
+                ("metadata.finalizers", CauseReason::FieldValueForbidden),
+                ("metadata.generation", CauseReason::FieldValueInvalid),
+            ]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"a/y\"}"
+        );
+        // Removing finalizers while deleting is how deletion completes.
+        new["generation"] = json!(3);
+        new["finalizers"] = json!([]);
+        assert_eq!(validate_object_meta_update(&new, &old), []);
+    }
+
+    #[test]
+    fn update_validates_new_labels() {
+        let old = json!({"name": "a"});
+        let new = json!({"name": "a", "labels": {"k": "bad value"}});
+        assert_eq!(
+            fields(&validate_object_meta_update(&new, &old)),
+            [("metadata.labels", CauseReason::FieldValueInvalid)]
+        );
+    }
+
+    #[test]
+    fn generated_names() {
+        let n = generate_name("web-");
+        assert_eq!(n.len(), 9);
+        assert!(n.starts_with("web-"));
+        assert!(n[4..].bytes().all(|b| RANDOM_ALPHABET.contains(&b)));
+        let long = "p".repeat(100);
+        let n = generate_name(&long);
+        assert_eq!(n.len(), 63);
+        assert!(n.starts_with(&"p".repeat(58)));
+        assert!(is_dns1123_label(&n).is_empty());
+        assert_eq!(generate_name("").len(), 5);
+        // Never splits a multi-byte character.
+        assert!(generate_name(&"é".repeat(40)).starts_with(&"é".repeat(29)));
+    }
+
+    #[test]
+    fn invalid_message_aggregates() {
+        let causes = validate_object_meta(
+            &json!({"name": "A", "labels": {"-k": "v"}}),
+            true,
+            NameRule::Dns1123Subdomain,
+        );
+        let msg = invalid_message("Deployment.apps", "A", &causes);
+        assert!(
+            msg.starts_with(
+                "Deployment.apps \"A\" is invalid: [metadata.name: Invalid value: \"A\""
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                ", metadata.namespace: Required value, metadata.labels: Invalid value: \"-k\""
+            ),
+            "{msg}"
+        );
+        assert!(msg.ends_with(']'));
+        assert_eq!(invalid_message("Pod", "p", &[]), "Pod \"p\" is invalid");
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(crate::go_quote("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\x01\"");
+    }
+}
