@@ -8,8 +8,8 @@ pub mod selector;
 pub mod validation;
 
 pub use selector::{
-    FieldOperator, FieldRequirement, FieldSelector, LabelSelector, Operator, Requirement,
-    SelectorError,
+    escape_field_value, json_field_value, FieldOperator, FieldRequirement, FieldSelector,
+    LabelSelector, Operator, Requirement, SelectorError,
 };
 pub use validation::{
     generate_name, invalid_message, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain,

@@ -70,10 +70,9 @@ pub struct Requirement {
 impl Requirement {
     /// Builds a requirement after apimachinery's NewRequirement checks; the
     /// error is the aggregated field-error text.
+    /// Values are checked in the given order (error indexes refer to it),
+    /// then kept sorted and deduplicated.
     pub fn new(key: &str, op: Operator, values: Vec<String>) -> Result<Self, String> {
-        let mut values = values;
-        values.sort();
-        values.dedup();
         let mut errs: Vec<String> = Vec::new();
         let key_errs = is_qualified_name(key);
         if !key_errs.is_empty() {
@@ -126,6 +125,9 @@ impl Requirement {
                 ));
             }
         }
+        let mut values = values;
+        values.sort();
+        values.dedup();
         match errs.len() {
             0 => Ok(Requirement {
                 key: key.to_string(),
@@ -417,11 +419,15 @@ impl Parser {
                 ))
             }
         };
-        let values = if matches!(op, Operator::In | Operator::NotIn) {
+        let mut values = if matches!(op, Operator::In | Operator::NotIn) {
             self.set_values()?
         } else {
             self.exact_value()?
         };
+        // Upstream collects parsed values in a set, so errors index the
+        // sorted, deduplicated list.
+        values.sort();
+        values.dedup();
         Requirement::new(&key, op, values)
     }
 
@@ -1245,6 +1251,24 @@ mod tests {
             LabelSelector::from_label_selector_json(&json!({"matchLabels": {"a": 1}})).is_err()
         );
         assert!(LabelSelector::from_label_selector_json(&json!("a=b")).is_err());
+    }
+
+    #[test]
+    fn json_expression_errors_index_given_order() {
+        let e = LabelSelector::from_label_selector_json(&json!({
+            "matchExpressions": [{"key": "a", "operator": "In", "values": ["z", "-bad"]}]
+        }))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("values[1][a]: Invalid value: \"-bad\""),
+            "{e}"
+        );
+        let e = err("a in (z, -bad)");
+        assert!(
+            e.starts_with("unable to parse requirement: values[0][a]: Invalid value: \"-bad\""),
+            "{e}"
+        );
     }
 
     #[test]
