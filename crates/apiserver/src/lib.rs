@@ -10,7 +10,6 @@ pub mod proto;
 mod proto_schema;
 pub mod rbac;
 pub mod rest;
-pub mod selector;
 pub mod server;
 pub mod status;
 pub mod table;

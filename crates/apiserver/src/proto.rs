@@ -9,6 +9,7 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+#[cfg(test)]
 use crate::kinds;
 use crate::proto_schema::MESSAGES;
 
@@ -243,6 +244,7 @@ fn schema_name_of(api_version: &str, kind: &str) -> String {
     format!("api/{group}/{version}/{kind}")
 }
 
+#[cfg(test)]
 fn schema_name(kind: &kinds::Kind) -> String {
     schema_name_of(&kind.api_version(), kind.kind)
 }

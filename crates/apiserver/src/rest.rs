@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::{Cache, Change};
 use crate::kinds::{self, Kind};
-use crate::selector::{FieldSelector, LabelSelector};
+use resources::selector::{escape_field_value, FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
 use crate::{table, validate};
 
@@ -207,8 +207,8 @@ struct Selectors {
 
 impl Selectors {
     fn parse(kind: &Kind, q: &HashMap<String, String>) -> ApiResult<Selectors> {
-        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default()).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default()).map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default()).map_err(|e| ApiError::bad_request(e.to_string()))?;
         if let Some(f) = fields.fields().find(|f| !kind.supports_field(f)) {
             return Err(ApiError::bad_request(format!("field label not supported: {f}")));
         }
@@ -216,7 +216,7 @@ impl Selectors {
     }
 
     fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(obj["metadata"].get("labels")) && self.fields.matches(obj)
+        self.labels.matches_json(obj["metadata"]["labels"].as_object()) && self.fields.matches_json(obj)
     }
 }
 
@@ -301,7 +301,7 @@ impl Api {
         let mut sel = Selectors::parse(t.kind, &req.query)?;
         if let Some(name) = &t.name {
             // The deprecated single-object watch path.
-            sel.fields = FieldSelector::parse(&format!("metadata.name={name}")).map_err(ApiError::bad_request)?;
+            sel.fields = FieldSelector::parse(&format!("metadata.name={}", escape_field_value(name))).map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         let table = wants_table(&req.accept);
         let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
@@ -570,6 +570,7 @@ impl Api {
             return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", meta_str(&obj, "name"))));
         }
         let mut causes = validate::object_meta(kind, &obj);
+        causes.extend(validate::object_meta_update(&obj, old));
         causes.extend(validate::immutable(kind, &obj, old));
         if !causes.is_empty() {
             return Err(ApiError::invalid(kind, name, &causes));

@@ -6,114 +6,34 @@ use serde_json::{json, Value};
 use crate::kinds::Kind;
 use crate::status::Cause;
 
-const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const QUALIFIED_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+use resources::validation::{self as v, NameRule};
 
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-fn is_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
-}
-
-fn qualified_name_error(k: &str) -> Option<String> {
-    let (prefix, name) = match k.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    if let Some(p) = prefix {
-        if !is_dns1123_subdomain(p) {
-            return Some(format!("prefix part {SUBDOMAIN_MSG}"));
-        }
+/// The rule a kind's names follow (upstream's per-kind choice).
+fn name_rule(kind: &Kind) -> NameRule {
+    match kind.kind {
+        "Namespace" => NameRule::Dns1123Label,
+        "Service" => NameRule::Dns1035Label,
+        "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => NameRule::PathSegment,
+        _ => NameRule::Dns1123Subdomain,
     }
-    if name.is_empty() {
-        return Some("name part must be non-empty".into());
-    }
-    if name.len() > 63 {
-        return Some("name part must be no more than 63 characters".into());
-    }
-    if !is_label_value(name) {
-        return Some(QUALIFIED_MSG.into());
-    }
-    None
 }
 
-/// Kinds whose names are DNS labels rather than subdomains.
-fn label_named(kind: &Kind) -> bool {
-    matches!(kind.kind, "Namespace" | "Service")
+fn causes(list: Vec<v::Cause>) -> Vec<Cause> {
+    list.into_iter().map(|c| Cause { reason: c.reason.as_str(), field: c.field, message: c.message }).collect()
 }
 
-fn invalid(field: &str, value: &str, msg: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: \"{value}\": {msg}") }
-}
-
-/// Metadata checks of a create or update.
+/// Metadata checks of a create or update (the `resources` crate has the rules and wording).
 pub fn object_meta(kind: &Kind, obj: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let meta = &obj["metadata"];
-    let name = meta["name"].as_str().unwrap_or_default();
-    if name.is_empty() {
-        causes.push(Cause { reason: "FieldValueRequired", field: "metadata.name".into(), message: "Required value: name or generateName is required".into() });
-    } else if label_named(kind) && !is_dns1123_label(name) {
-        causes.push(invalid("metadata.name", name, LABEL_MSG));
-    } else if !is_dns1123_subdomain(name) {
-        causes.push(invalid("metadata.name", name, SUBDOMAIN_MSG));
-    }
-    if let Some(labels) = meta["labels"].as_object() {
-        for (k, v) in labels {
-            if let Some(msg) = qualified_name_error(k) {
-                causes.push(invalid("metadata.labels", k, &msg));
-            }
-            match v.as_str() {
-                Some(s) if is_label_value(s) => {}
-                _ => causes.push(invalid("metadata.labels", v.as_str().unwrap_or_default(), VALUE_MSG)),
-            }
-        }
-    }
-    if let Some(ann) = meta["annotations"].as_object() {
-        let mut total = 0;
-        for (k, v) in ann {
-            if let Some(msg) = qualified_name_error(&k.to_ascii_lowercase()) {
-                causes.push(invalid("metadata.annotations", k, &msg));
-            }
-            total += k.len() + v.as_str().map_or(0, str::len);
-        }
-        if total > 256 * 1024 {
-            causes.push(Cause { reason: "FieldValueTooLong", field: "metadata.annotations".into(), message: "Too long: must have at most 262144 bytes".into() });
-        }
-    }
-    for (i, f) in meta["finalizers"].as_array().into_iter().flatten().enumerate() {
-        let f = f.as_str().unwrap_or_default();
-        if let Some(msg) = qualified_name_error(f) {
-            causes.push(invalid(&format!("metadata.finalizers[{i}]"), f, &msg));
-        }
-    }
-    for (i, r) in meta["ownerReferences"].as_array().into_iter().flatten().enumerate() {
-        for field in ["apiVersion", "kind", "name", "uid"] {
-            if r[field].as_str().unwrap_or_default().is_empty() {
-                causes.push(Cause { reason: "FieldValueRequired", field: format!("metadata.ownerReferences[{i}].{field}"), message: "Required value".into() });
-            }
-        }
-    }
+    let mut out = causes(v::validate_object_meta(&obj["metadata"], kind.namespaced, name_rule(kind)));
     if kind.kind == "Pod" && obj["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
-        causes.push(Cause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() });
+        out.push(Cause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() });
     }
-    causes
+    out
+}
+
+/// Metadata an update may not change (name, namespace, uid, creationTimestamp, …).
+pub fn object_meta_update(new: &Value, old: &Value) -> Vec<Cause> {
+    causes(v::validate_object_meta_update(&new["metadata"], &old["metadata"]))
 }
 
 /// Fields an update may not change.
@@ -136,14 +56,9 @@ pub fn immutable(kind: &Kind, new: &Value, old: &Value) -> Vec<Cause> {
     causes
 }
 
-/// Random suffix of `generateName` (Kubernetes' alphabet: no vowels, no confusable digits).
+/// `generateName` plus upstream's five random characters.
 pub fn generate_name(prefix: &str) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::thread_rng();
-    let suffix: String = (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
-    let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
-    format!("{prefix}{suffix}")
+    v::generate_name(prefix)
 }
 
 fn set_default(obj: &mut Value, key: &str, value: Value) {
@@ -252,14 +167,16 @@ mod tests {
     #[test]
     fn names_labels_and_annotations_are_checked_with_kubernetes_messages() {
         let cm = by_kind("v1", "ConfigMap").expect("cm");
-        let c = object_meta(cm, &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "-x"}}}));
+        let c = object_meta(cm, &json!({"metadata": {"name": "Bad_Name", "namespace": "a", "labels": {"ok": "-x"}}}));
         assert_eq!(c.len(), 2, "{c:?}");
-        assert!(c[0].message.starts_with("Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"));
+        assert!(c[0].message.starts_with("Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{c:?}");
         assert_eq!(c[1].field, "metadata.labels");
         let ns = by_kind("v1", "Namespace").expect("ns");
         assert_eq!(object_meta(ns, &json!({"metadata": {"name": "a.b"}}))[0].field, "metadata.name", "namespaces are DNS labels");
-        assert!(object_meta(cm, &json!({"metadata": {"name": "fine.name", "labels": {"example.com/x": "y"}}})).is_empty());
-        assert_eq!(object_meta(cm, &json!({"metadata": {}}))[0].reason, "FieldValueRequired");
+        assert!(object_meta(cm, &json!({"metadata": {"name": "fine.name", "namespace": "a", "labels": {"example.com/x": "y"}}})).is_empty());
+        assert_eq!(object_meta(cm, &json!({"metadata": {"namespace": "a"}}))[0].reason, "FieldValueRequired");
+        let svc = by_kind("v1", "Service").expect("svc");
+        assert!(!object_meta(svc, &json!({"metadata": {"name": "1abc", "namespace": "a"}})).is_empty(), "services are DNS-1035 labels");
     }
 
     #[test]
