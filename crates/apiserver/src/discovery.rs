@@ -112,6 +112,19 @@ pub fn openapi_index() -> Value {
 /// parameters kubectl looks for (a PATCH that takes `fieldValidation`, tagged with the GVK), and
 /// an object schema per kind.
 pub fn openapi_document(group: &str, version: &str) -> Option<Value> {
+    // Built once per group version: generating the schemas takes milliseconds.
+    static DOCS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Option<Value>>>> = std::sync::OnceLock::new();
+    let docs = DOCS.get_or_init(Default::default);
+    let key = format!("{group}/{version}");
+    if let Some(d) = docs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return d.clone();
+    }
+    let d = build_openapi_document(group, version);
+    docs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, d.clone());
+    d
+}
+
+fn build_openapi_document(group: &str, version: &str) -> Option<Value> {
     let kinds: Vec<&Kind> = KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
     if kinds.is_empty() {
         return None;
@@ -122,7 +135,7 @@ pub fn openapi_document(group: &str, version: &str) -> Option<Value> {
     let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
     for k in kinds {
         let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
-        let schema_name = format!("io.berth.{}.{}", if k.group.is_empty() { "core" } else { k.group }, k.kind);
+        let schema_name = format!("io.k8s.api.{}.{}.{}", if k.group.is_empty() { "core" } else { k.group.split('.').next().unwrap_or(k.group) }, k.version, k.kind);
         let reference = json!({"$ref": format!("#/components/schemas/{schema_name}")});
         let body = json!({"content": {"application/json": {"schema": reference}}});
         let op = |action: &str, params: Vec<Value>| {
@@ -142,18 +155,18 @@ pub fn openapi_document(group: &str, version: &str) -> Option<Value> {
         post["requestBody"] = body.clone();
         paths.insert(item, json!({"get": op("get", vec![]), "put": put, "patch": patch, "delete": op("delete", vec![query("dryRun"), query("propagationPolicy")])}));
         paths.insert(collection, json!({"get": op("list", vec![query("labelSelector"), query("fieldSelector"), query("limit"), query("continue"), query("watch")]), "post": post}));
-        schemas.insert(
-            schema_name,
-            json!({
-                "type": "object",
-                "description": format!("{} ({})", k.kind, k.api_version()),
-                "x-kubernetes-group-version-kind": [gvk],
-                "properties": {
-                    "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                    "metadata": {"type": "object"}, "spec": {"type": "object"}, "status": {"type": "object"},
-                },
-            }),
-        );
+        // The type's schema from k8s-openapi (descriptions included), its definitions beside it.
+        let mut root = (k.schema)();
+        let definitions = root.as_object_mut().and_then(|m| m.remove("definitions")).and_then(|d| d.as_object().cloned()).unwrap_or_default();
+        for (name, def) in definitions {
+            schemas.entry(name).or_insert(def);
+        }
+        if let Some(m) = root.as_object_mut() {
+            m.remove("$schema");
+            m.remove("title");
+            m.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+        }
+        schemas.insert(schema_name, root);
     }
     Some(json!({
         "openapi": "3.0.0",

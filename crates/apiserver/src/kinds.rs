@@ -30,6 +30,8 @@ pub struct Kind {
     /// type sees it (fields the type does not know are missing: that is how unknown fields are
     /// found without a schema walker of our own).
     pub typed: fn(&Value) -> Result<Value, String>,
+    /// The type's JSON schema with its definitions (OpenAPI documents, `kubectl explain`).
+    pub schema: fn() -> Value,
 }
 
 impl Kind {
@@ -75,6 +77,13 @@ impl Kind {
     }
 }
 
+fn schema<T: schemars::JsonSchema>() -> Value {
+    // OpenAPI 3 settings: definitions under #/components/schemas, nullable instead of type arrays.
+    let settings = schemars::gen::SchemaSettings::openapi3();
+    let root = settings.into_generator().into_root_schema_for::<T>();
+    serde_json::to_value(root).unwrap_or(Value::Null)
+}
+
 fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
     let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
     serde_json::to_value(&t).map_err(|e| e.to_string())
@@ -98,6 +107,7 @@ macro_rules! kind {
             scale: $scale,
             fields: $fields,
             typed: roundtrip::<$ty>,
+            schema: schema::<$ty>,
         }
     };
 }

@@ -248,6 +248,7 @@ fn core_flows(s: &Server) {
     s.ok(&["-n", "shop", "scale", "deploy", "web", "--replicas=3"]);
     assert_eq!(s.ok(&["-n", "shop", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
     assert!(s.ok(&["api-resources"]).contains("deployments"));
+    assert!(s.ok(&["explain", "configmap.data"]).contains("Data contains the configuration data"), "explain reads the OpenAPI v3 schemas");
     // Errors as kubectl prints them.
     assert!(s.fails(&["-n", "shop", "get", "cm", "nosuch"]).contains(r#"Error from server (NotFound): configmaps "nosuch" not found"#));
     assert!(s.fails(&["-n", "shop", "get", "deploy", "nosuch"]).contains(r#"deployments.apps "nosuch" not found"#));
