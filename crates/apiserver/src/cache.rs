@@ -39,6 +39,22 @@ pub struct CacheEvent {
     pub revision: Revision,
     pub obj: Arc<Obj>,
     pub prev: Option<Arc<Obj>>,
+    /// The object's JSON with its resourceVersion, serialized once however many watchers send it.
+    json: std::sync::OnceLock<String>,
+}
+
+impl CacheEvent {
+    fn new(change: Change, revision: Revision, obj: Arc<Obj>, prev: Option<Arc<Obj>>) -> CacheEvent {
+        CacheEvent { change, revision, obj, prev, json: std::sync::OnceLock::new() }
+    }
+
+    pub fn object_json(&self) -> &str {
+        self.json.get_or_init(|| {
+            let mut v = self.obj.value.clone();
+            v["metadata"]["resourceVersion"] = Value::String(self.revision.to_string());
+            v.to_string()
+        })
+    }
 }
 
 #[derive(Default)]
@@ -152,14 +168,14 @@ impl Cache {
                 let Some(obj) = parse(kv) else { return };
                 let prev = s.objects.insert(kv.key.clone(), obj.clone());
                 let change = if prev.is_some() { Change::Modified } else { Change::Added };
-                CacheEvent { change, revision, obj, prev }
+                CacheEvent::new(change, revision, obj, prev)
             }
             store::Event::Deleted(kv) => {
                 let prev = s.objects.remove(&kv.key);
                 // The deleted object as it last was, stamped with the revision of the delete.
                 let Some(last) = prev.clone() else { return };
                 let obj = Arc::new(Obj { key: last.key.clone(), value: last.value.clone(), mod_revision: revision });
-                CacheEvent { change: Change::Deleted, revision, obj, prev }
+                CacheEvent::new(Change::Deleted, revision, obj, prev)
             }
         };
         let event = Arc::new(event);

@@ -396,8 +396,13 @@ impl Api {
                     (_, true, false) => "DELETED",
                     (_, false, false) => continue,
                 };
-                let obj = with_rv(&ev.obj.value, ev.revision);
-                if tx.send(emit(kind_of, &obj)).await.is_err() {
+                let line = if table {
+                    emit(kind_of, &with_rv(&ev.obj.value, ev.revision))
+                } else {
+                    // The shared serialization: one per change, not one per watcher.
+                    Bytes::from(format!("{{\"type\":\"{kind_of}\",\"object\":{}}}\n", ev.object_json()))
+                };
+                if tx.send(line).await.is_err() {
                     return;
                 }
             }

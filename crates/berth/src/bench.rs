@@ -26,12 +26,15 @@ pub enum BenchKind {
     Pull(crate::bench_pull::PullBenchArgs),
     /// Container start on the bridge vs --network none vs Docker; 200 published ports.
     Net(crate::bench_net::NetBenchArgs),
+    /// The Kubernetes API server under load (SQLite, etcd) against etcd directly; RSS at 100k objects.
+    Api(crate::bench_api::ApiBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.kind {
         Some(BenchKind::Pull(a)) => return crate::bench_pull::run(a),
         Some(BenchKind::Net(a)) => return crate::bench_net::run(a),
+        Some(BenchKind::Api(a)) => return crate::bench_api::run(a),
         None => {}
     }
     let exe = std::env::current_exe().context("locating the berth binary")?;

@@ -3,6 +3,7 @@
 //! the shim).
 
 mod bench;
+mod bench_api;
 mod bench_net;
 mod bench_pull;
 mod cli;
