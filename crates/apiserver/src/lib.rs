@@ -76,7 +76,10 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error>
             let _ = stream.set_nodelay(true);
             let (server, tls) = (server.clone(), tls.clone());
             tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // Per-stream send buffers: hyper's 400 KiB default times a thousand watch streams
+                // is 400 MiB of RSS; 64 KiB still keeps a burst of events in one write.
+                builder.http2().max_send_buf_size(64 * 1024);
                 match tls {
                     Some(acceptor) => {
                         let Ok(stream) = acceptor.accept(stream).await else { return };

@@ -355,9 +355,31 @@ impl Api {
             let mut backlog = std::mem::take(&mut sub.backlog).into_iter();
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;
+            // Events that are ready go out together: one write (and one TLS record) for many
+            // events, rather than one per event, when a watcher has a burst to catch up on.
+            let mut pending: Vec<u8> = Vec::new();
             loop {
-                let ev = match backlog.next() {
+                let ready = match backlog.next() {
+                    Some(e) => Some(e),
+                    None => match sub.live.try_recv() {
+                        Ok(e) => Some(e),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => None,
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                            let gone = ApiError::gone(format!("too old resource version: {last}: the watch fell behind"));
+                            let _ = tx.send(emit("ERROR", &gone.to_status())).await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
+                    },
+                };
+                let ev = match ready {
                     Some(e) => e,
+                    None if !pending.is_empty() => {
+                        if tx.send(Bytes::from(std::mem::take(&mut pending))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     None => tokio::select! {
                         r = sub.live.recv() => match r {
                             Ok(e) => e,
@@ -396,13 +418,17 @@ impl Api {
                     (_, true, false) => "DELETED",
                     (_, false, false) => continue,
                 };
-                let line = if table {
-                    emit(kind_of, &with_rv(&ev.obj.value, ev.revision))
+                if table {
+                    pending.extend_from_slice(&emit(kind_of, &with_rv(&ev.obj.value, ev.revision)));
                 } else {
                     // The shared serialization: one per change, not one per watcher.
-                    Bytes::from(format!("{{\"type\":\"{kind_of}\",\"object\":{}}}\n", ev.object_json()))
-                };
-                if tx.send(line).await.is_err() {
+                    pending.extend_from_slice(b"{\"type\":\"");
+                    pending.extend_from_slice(kind_of.as_bytes());
+                    pending.extend_from_slice(b"\",\"object\":");
+                    pending.extend_from_slice(ev.object_json().as_bytes());
+                    pending.extend_from_slice(b"}\n");
+                }
+                if pending.len() >= 256 * 1024 && tx.send(Bytes::from(std::mem::take(&mut pending))).await.is_err() {
                     return;
                 }
             }

@@ -110,6 +110,9 @@ struct Phase {
     ops: usize,
     elapsed: Duration,
     lat: Vec<Duration>,
+    /// Operations that failed (an overloaded etcd times requests out); the first error.
+    errors: usize,
+    first_error: Option<String>,
 }
 
 impl Phase {
@@ -119,7 +122,7 @@ impl Phase {
         l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
     fn rate(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
+        (self.ops - self.errors) as f64 / self.elapsed.as_secs_f64()
     }
 }
 
@@ -136,23 +139,33 @@ where
     for _ in 0..concurrency {
         let (op, next) = (op.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut errors, mut first) = (Vec::new(), 0usize, None);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 if i >= n {
-                    return Ok::<_, anyhow::Error>(lat);
+                    return (lat, errors, first);
                 }
                 let t = Instant::now();
-                op(i).await?;
-                lat.push(t.elapsed());
+                match op(i).await {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first.get_or_insert_with(|| e.to_string());
+                    }
+                }
             }
         }));
     }
-    let mut lat = Vec::new();
+    let (mut lat, mut errors, mut first_error) = (Vec::new(), 0, None);
     for t in tasks {
-        lat.extend(t.await??);
+        let (l, e, f) = t.await?;
+        lat.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
     }
-    Ok(Phase { name, ops: n, elapsed: start.elapsed(), lat })
+    Ok(Phase { name, ops: n, elapsed: start.elapsed(), lat, errors, first_error })
 }
 
 async fn check(r: reqwest::Response) -> anyhow::Result<String> {
@@ -302,6 +315,9 @@ fn report(title: &str, phases: &[Phase], per_watcher: f64, reference: Option<&[P
     for p in phases {
         let ratio = reference.and_then(|r| r.iter().find(|x| x.name == p.name)).map(|r| format!("   {:.2}x etcd's rate", p.rate() / r.rate())).unwrap_or_default();
         println!("    {:<9} {:>9.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms{ratio}", p.name, p.rate(), p.pct(0.50), p.pct(0.99));
+        if p.errors > 0 {
+            println!("              {} of {} failed, first: {}", p.errors, p.ops, p.first_error.as_deref().unwrap_or_default());
+        }
     }
 }
 

@@ -491,16 +491,36 @@ fn no_acknowledged_write_is_lost_to_kill_9() {
     }
 }
 
+fn python() -> Option<String> {
+    match std::env::var("BERTH_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            eprintln!("skipping: BERTH_TEST_PYTHON is not set (scripts/test makes a virtualenv with the kubernetes client)");
+            None
+        }
+    }
+}
+
 #[test]
-fn the_python_client_works() {
-    let Ok(python) = std::env::var("BERTH_TEST_PYTHON") else {
-        eprintln!("skipping: BERTH_TEST_PYTHON is not set (scripts/test makes a virtualenv with the kubernetes client)");
-        return;
-    };
+fn the_python_client_works_on_sqlite() {
+    let Some(python) = python() else { return };
     if skip() {
         return;
     }
-    let s = Server::start(None);
+    python_flow(&python, &Server::start(None));
+}
+
+#[test]
+fn the_python_client_works_on_etcd() {
+    let Some(python) = python() else { return };
+    if skip() {
+        return;
+    }
+    let Some(etcd) = etcd() else { return };
+    python_flow(&python, &Server::start(Some(&etcd.endpoint)));
+}
+
+fn python_flow(python: &str, s: &Server) {
     let script = r#"
 import sys
 from kubernetes import client, config, watch
