@@ -25,6 +25,8 @@ ROOTS = [
 ] + [("api/rbac/v1", t) for t in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]] + [
     # Subresource bodies kubectl sends typed.
     ("api/authentication/v1", "TokenRequest"), ("api/autoscaling/v1", "Scale"),
+    ("api/authentication/v1", "SelfSubjectReview"), ("api/authorization/v1", "SelfSubjectAccessReview"),
+    ("api/authorization/v1", "SubjectAccessReview"),
 ]
 
 SCALARS = {"string": "Str", "bool": "Bool", "int32": "I32", "int64": "I64", "double": "F64", "float": "F32", "bytes": "Bytes"}

@@ -4,7 +4,18 @@
 
 use serde_json::{json, Value};
 
-use crate::kinds::{group_versions, Kind, KINDS};
+use crate::kinds::{Kind, KINDS};
+
+/// Group versions served: the kinds' and the review APIs'.
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out = crate::kinds::group_versions();
+    for (g, v, _, _) in crate::reviews::REVIEWS {
+        if !out.contains(&(*g, *v)) {
+            out.push((g, v));
+        }
+    }
+    out
+}
 
 const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
@@ -61,10 +72,10 @@ fn resource(k: &Kind) -> Value {
 /// `APIResourceList` of a group version, with `/status` and `/scale` subresources.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let kinds: Vec<&Kind> = KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
-    if kinds.is_empty() {
+    let mut resources = crate::reviews::resources(group, version);
+    if kinds.is_empty() && resources.is_empty() {
         return None;
     }
-    let mut resources = Vec::new();
     for k in kinds {
         resources.push(resource(k));
         if k.status {

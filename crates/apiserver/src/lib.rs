@@ -10,6 +10,7 @@ pub mod proto;
 mod proto_schema;
 pub mod rbac;
 pub mod rest;
+pub mod reviews;
 pub mod server;
 pub mod status;
 pub mod table;

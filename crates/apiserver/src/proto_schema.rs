@@ -174,6 +174,16 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 3, json: "name", ty: Ty::Str, repeated: false },
         Field { tag: 4, json: "uId", ty: Ty::Str, repeated: false },
     ] },
+    Message { name: "api/authentication/v1/ExtraValue", fields: &[
+        Field { tag: 1, json: "items", ty: Ty::Str, repeated: true },
+    ] },
+    Message { name: "api/authentication/v1/SelfSubjectReview", fields: &[
+        Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "status", ty: Ty::Message("api/authentication/v1/SelfSubjectReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/SelfSubjectReviewStatus", fields: &[
+        Field { tag: 1, json: "userInfo", ty: Ty::Message("api/authentication/v1/UserInfo"), repeated: false },
+    ] },
     Message { name: "api/authentication/v1/TokenRequest", fields: &[
         Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", ty: Ty::Message("api/authentication/v1/TokenRequestSpec"), repeated: false },
@@ -187,6 +197,66 @@ pub static MESSAGES: &[Message] = &[
     Message { name: "api/authentication/v1/TokenRequestStatus", fields: &[
         Field { tag: 1, json: "token", ty: Ty::Str, repeated: false },
         Field { tag: 2, json: "expirationTimestamp", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/Time"), repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/UserInfo", fields: &[
+        Field { tag: 1, json: "username", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "uid", ty: Ty::Str, repeated: false },
+        Field { tag: 3, json: "groups", ty: Ty::Str, repeated: true },
+        Field { tag: 4, json: "extra", ty: Ty::Map(&Ty::Str, &Ty::Message("api/authentication/v1/ExtraValue")), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/ExtraValue", fields: &[
+        Field { tag: 1, json: "items", ty: Ty::Str, repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/FieldSelectorAttributes", fields: &[
+        Field { tag: 1, json: "rawSelector", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "requirements", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/FieldSelectorRequirement"), repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/LabelSelectorAttributes", fields: &[
+        Field { tag: 1, json: "rawSelector", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "requirements", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/LabelSelectorRequirement"), repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/NonResourceAttributes", fields: &[
+        Field { tag: 1, json: "path", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "verb", ty: Ty::Str, repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/ResourceAttributes", fields: &[
+        Field { tag: 1, json: "namespace", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "verb", ty: Ty::Str, repeated: false },
+        Field { tag: 3, json: "group", ty: Ty::Str, repeated: false },
+        Field { tag: 4, json: "version", ty: Ty::Str, repeated: false },
+        Field { tag: 5, json: "resource", ty: Ty::Str, repeated: false },
+        Field { tag: 6, json: "subresource", ty: Ty::Str, repeated: false },
+        Field { tag: 7, json: "name", ty: Ty::Str, repeated: false },
+        Field { tag: 8, json: "fieldSelector", ty: Ty::Message("api/authorization/v1/FieldSelectorAttributes"), repeated: false },
+        Field { tag: 9, json: "labelSelector", ty: Ty::Message("api/authorization/v1/LabelSelectorAttributes"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SelfSubjectAccessReview", fields: &[
+        Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", ty: Ty::Message("api/authorization/v1/SelfSubjectAccessReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", ty: Ty::Message("api/authorization/v1/SubjectAccessReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SelfSubjectAccessReviewSpec", fields: &[
+        Field { tag: 1, json: "resourceAttributes", ty: Ty::Message("api/authorization/v1/ResourceAttributes"), repeated: false },
+        Field { tag: 2, json: "nonResourceAttributes", ty: Ty::Message("api/authorization/v1/NonResourceAttributes"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectAccessReview", fields: &[
+        Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", ty: Ty::Message("api/authorization/v1/SubjectAccessReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", ty: Ty::Message("api/authorization/v1/SubjectAccessReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectAccessReviewSpec", fields: &[
+        Field { tag: 1, json: "resourceAttributes", ty: Ty::Message("api/authorization/v1/ResourceAttributes"), repeated: false },
+        Field { tag: 2, json: "nonResourceAttributes", ty: Ty::Message("api/authorization/v1/NonResourceAttributes"), repeated: false },
+        Field { tag: 3, json: "user", ty: Ty::Str, repeated: false },
+        Field { tag: 4, json: "groups", ty: Ty::Str, repeated: true },
+        Field { tag: 5, json: "extra", ty: Ty::Map(&Ty::Str, &Ty::Message("api/authorization/v1/ExtraValue")), repeated: false },
+        Field { tag: 6, json: "uid", ty: Ty::Str, repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectAccessReviewStatus", fields: &[
+        Field { tag: 1, json: "allowed", ty: Ty::Bool, repeated: false },
+        Field { tag: 4, json: "denied", ty: Ty::Bool, repeated: false },
+        Field { tag: 2, json: "reason", ty: Ty::Str, repeated: false },
+        Field { tag: 3, json: "evaluationError", ty: Ty::Str, repeated: false },
     ] },
     Message { name: "api/autoscaling/v1/Scale", fields: &[
         Field { tag: 1, json: "metadata", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
@@ -1599,6 +1669,11 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "lastTransitionTime", ty: Ty::Message("apimachinery/pkg/apis/meta/v1/Time"), repeated: false },
         Field { tag: 5, json: "reason", ty: Ty::Str, repeated: false },
         Field { tag: 6, json: "message", ty: Ty::Str, repeated: false },
+    ] },
+    Message { name: "apimachinery/pkg/apis/meta/v1/FieldSelectorRequirement", fields: &[
+        Field { tag: 1, json: "key", ty: Ty::Str, repeated: false },
+        Field { tag: 2, json: "operator", ty: Ty::Str, repeated: false },
+        Field { tag: 3, json: "values", ty: Ty::Str, repeated: true },
     ] },
     Message { name: "apimachinery/pkg/apis/meta/v1/FieldsV1", fields: &[
         Field { tag: 1, json: "raw", ty: Ty::Bytes, repeated: false },

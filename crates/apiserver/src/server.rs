@@ -139,6 +139,25 @@ impl Server {
         cert_user.cloned()
     }
 
+    /// `Impersonate-User` / `Impersonate-Group` (kubectl `--as`, `--as-group`): allowed to those
+    /// RBAC lets `impersonate` users (and groups), as upstream.
+    fn impersonate(&self, req: &Request<Incoming>, user: User) -> Result<User, ApiError> {
+        let headers = req.headers();
+        let Some(name) = headers.get("impersonate-user").and_then(|h| h.to_str().ok()) else { return Ok(user) };
+        let groups: Vec<String> = headers.get_all("impersonate-group").iter().filter_map(|h| h.to_str().ok().map(String::from)).collect();
+        let check = |resource: &str, target: &str| {
+            let a = rbac::Attributes { verb: "impersonate", group: "", resource, subresource: "", namespace: "", name: target };
+            if rbac::authorize(&self.api.cache, &user, &a) { Ok(()) } else { Err(rbac::forbidden(&user, &a)) }
+        };
+        check("users", name)?;
+        for g in &groups {
+            check("groups", g)?;
+        }
+        let mut groups = groups;
+        groups.push("system:authenticated".into());
+        Ok(User { name: name.to_string(), groups })
+    }
+
     /// One request, end to end.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, cert_user: Option<User>) -> Response<ResponseBody> {
         let path = req.uri().path().to_string();
@@ -151,6 +170,10 @@ impl Server {
         }
         let Some(user) = self.authenticate(&req, cert_user.as_ref()) else {
             return error(&ApiError::unauthorized());
+        };
+        let user = match self.impersonate(&req, user) {
+            Ok(u) => u,
+            Err(e) => return error(&e),
         };
         let started = std::time::Instant::now();
         let method = req.method().as_str().to_string();
@@ -177,6 +200,19 @@ impl Server {
             ["openapi", "v3", "api", v] if get_only => return ok(discovery::openapi_document("", v), &path),
             ["openapi", "v3", "apis", g, v] if get_only => return ok(discovery::openapi_document(g, v), &path),
             _ => {}
+        }
+        if let ["apis", g, v, resource] = segs {
+            if req.method() == hyper::Method::POST && crate::reviews::REVIEWS.iter().any(|r| r.0 == *g && r.1 == *v && r.2 == *resource) {
+                let resource = resource.to_string();
+                let protobuf = req.headers().get("content-type").and_then(|h| h.to_str().ok()).is_some_and(|c| c.starts_with(crate::proto::CONTENT_TYPE));
+                let body = read_body(req.into_body()).await?;
+                let doc: Value = if protobuf {
+                    crate::proto::decode_object(&body).map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as protobuf: {e}")))?
+                } else {
+                    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}")))?
+                };
+                return crate::reviews::answer(&self.api.cache, user, &resource, &doc).map(|v| Reply::json(201, v));
+            }
         }
         let target = match segs {
             ["api", "v1", rest @ ..] => rest::target("", "v1", rest),

@@ -374,8 +374,17 @@ fn unauthenticated_requests_get_401_and_rbac_is_enforced() {
     let denied = kc(&["-n", "team", "get", "configmaps"]);
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains(r#"Error from server (Forbidden): configmaps is forbidden: User "jane" cannot list resource "configmaps" in API group "" in the namespace "team""#), "{err}");
+    let can_i = |extra: &[&str]| {
+        let mut args = vec!["auth", "can-i", "list", "configmaps", "-n", "team"];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&s.kubectl(&args).stdout).trim().to_string()
+    };
+    assert_eq!(can_i(&["--as", "jane", "--as-group", "devs"]), "no");
     s.ok(&["-n", "team", "create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps"]);
     s.ok(&["-n", "team", "create", "rolebinding", "devs-read", "--role=cm-reader", "--group=devs"]);
+    assert_eq!(can_i(&["--as", "jane", "--as-group", "devs"]), "yes", "SelfSubjectAccessReview through impersonation");
+    assert_eq!(can_i(&[]), "yes");
+    assert!(s.ok(&["auth", "whoami"]).contains("admin"));
     let allowed = kc(&["-n", "team", "get", "configmaps", "-o", "name"]);
     assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
     assert!(String::from_utf8_lossy(&allowed.stdout).contains("kube-root-ca.crt"));
