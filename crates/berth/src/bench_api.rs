@@ -232,16 +232,7 @@ async fn api_load(s: Arc<Server>, a: &ApiBenchArgs) -> anyhow::Result<(Vec<Phase
         }
     })
     .await?;
-    // Every watcher should see every create and update; give delivery a moment to finish.
-    let expected = (2 * a.objects * a.watchers) as u64;
-    let t = Instant::now();
-    while events.load(Ordering::Relaxed) < expected && t.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let per_watcher = events.load(Ordering::Relaxed) as f64 / a.watchers.max(1) as f64;
-    for t in watch_tasks {
-        t.abort();
-    }
+    let per_watcher = await_delivery(&events, a, watch_tasks).await;
     Ok((vec![create, update, get, list], per_watcher))
 }
 
@@ -298,16 +289,22 @@ async fn etcd_load(endpoint: &str, a: &ApiBenchArgs) -> anyhow::Result<(Vec<Phas
         }
     })
     .await?;
+    let per_watcher = await_delivery(&events, a, watch_tasks).await;
+    Ok((vec![create, update, get, list], per_watcher))
+}
+
+/// Every watcher should see every create and update: waits for delivery (at most 30 s), stops
+/// the watchers, and returns the events each saw on average.
+async fn await_delivery(events: &AtomicU64, a: &ApiBenchArgs, watchers: Vec<tokio::task::JoinHandle<()>>) -> f64 {
     let expected = (2 * a.objects * a.watchers) as u64;
     let t = Instant::now();
     while events.load(Ordering::Relaxed) < expected && t.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let per_watcher = events.load(Ordering::Relaxed) as f64 / a.watchers.max(1) as f64;
-    for t in watch_tasks {
-        t.abort();
+    for w in watchers {
+        w.abort();
     }
-    Ok((vec![create, update, get, list], per_watcher))
+    events.load(Ordering::Relaxed) as f64 / a.watchers.max(1) as f64
 }
 
 fn report(title: &str, phases: &[Phase], per_watcher: f64, reference: Option<&[Phase]>) {
