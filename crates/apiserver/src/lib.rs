@@ -54,6 +54,28 @@ pub struct Running {
     pub api: Arc<rest::Api>,
 }
 
+/// Every five minutes the datastore forgets history older than the previous round (upstream's
+/// rhythm): at least five minutes of changes stay for continue tokens and watches that resume
+/// from the store, and the SQLite file stops growing with every write.
+fn spawn_compactor(store: Arc<dyn store::Store>) {
+    tokio::spawn(async move {
+        let mut previous = 0;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            if previous > 0 {
+                if let Err(e) = store.compact(previous).await {
+                    tracing::warn!(error = %e, revision = previous, "compaction failed");
+                }
+            }
+            match store.current_revision().await {
+                Ok(r) => previous = r,
+                Err(e) => tracing::warn!(error = %e, "reading the revision for compaction"),
+            }
+        }
+    });
+}
+
 /// Loads the cache, creates the system objects, starts housekeeping and serves on `listener`
 /// until the process ends.
 pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error> {
@@ -62,6 +84,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> Result<Running, Error>
     let api = Arc::new(rest::Api { store: cfg.store.clone(), cache });
     housekeeping::bootstrap(&api).await.map_err(|e| Error::Start(e.message))?;
     housekeeping::spawn(api.clone(), cfg.ca_pem.clone());
+    spawn_compactor(cfg.store.clone());
     let server = Arc::new(server::Server { api: api.clone(), auth: server::Authenticator { tokens: cfg.tokens, sa_key: cfg.sa_key } });
     let tls = cfg.tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {

@@ -214,7 +214,14 @@ fn core_flows(s: &Server) {
     s.ok(&["create", "ns", "a"]);
     s.ok(&["-n", "a", "create", "configmap", "c", "--from-literal=k=v"]);
     assert_eq!(s.ok(&["-n", "a", "get", "cm", "c", "-o", "jsonpath={.data.k}"]), "v");
-    s.apply(MANIFESTS);
+    // `kubectl apply -f DIR/`, one manifest per file.
+    let dir = s.tmp.path().join("manifests");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (i, doc) in MANIFESTS.split("\n---\n").enumerate() {
+        std::fs::write(dir.join(format!("{i}.yaml")), doc).expect("write manifest");
+    }
+    let applied = s.ok(&["apply", "-f", &format!("{}/", dir.display())]);
+    assert!(applied.contains("deployment.apps/web created") && applied.contains("configmap/db-config created"), "{applied}");
     let names = s.ok(&["get", "cm", "-A", "-l", "tier in (web,db)", "-o", "name"]);
     assert_eq!(names.lines().collect::<Vec<_>>(), vec!["configmap/db-config", "configmap/web-config"]);
     assert_eq!(s.ok(&["-n", "shop", "get", "cm", "-l", "tier!=web,tier", "-o", "name"]).lines().count(), 2);
@@ -238,6 +245,14 @@ fn core_flows(s: &Server) {
     let out = s.kubectl_in(&["replace", "-f", "-"], Some(&yaml));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(s.ok(&["-n", "shop", "get", "cm", "db-config", "-o", "jsonpath={.data.size}"]), "huge");
+    let edited = Command::new("kubectl")
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("KUBE_EDITOR", "sed -i s/size:\\ huge/size:\\ edited/")
+        .args(["-n", "shop", "edit", "cm", "db-config"])
+        .output()
+        .expect("kubectl edit");
+    assert!(edited.status.success(), "{}", String::from_utf8_lossy(&edited.stderr));
+    assert_eq!(s.ok(&["-n", "shop", "get", "cm", "db-config", "-o", "jsonpath={.data.size}"]), "edited");
     // Re-apply with an env var removed: the three-way strategic merge drops it, generation moves.
     let gen1 = s.ok(&["-n", "shop", "get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]);
     s.apply(&MANIFESTS.replace(r#", {name: B, value: "2"}"#, ""));
