@@ -22,11 +22,106 @@ fn causes(list: Vec<v::Cause>) -> Vec<Cause> {
     list.into_iter().map(|c| Cause { reason: c.reason.as_str(), field: c.field, message: c.message }).collect()
 }
 
-/// Metadata checks of a create or update (the `resources` crate has the rules and wording).
+/// Metadata checks of a create or update (the `resources` crate has the rules and wording), and
+/// the required fields of the specs users write most.
 pub fn object_meta(kind: &Kind, obj: &Value) -> Vec<Cause> {
     let mut out = causes(v::validate_object_meta(&obj["metadata"], kind.namespaced, name_rule(kind)));
-    if kind.kind == "Pod" && obj["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
-        out.push(Cause { reason: "FieldValueRequired", field: "spec.containers".into(), message: "Required value".into() });
+    out.extend(spec(kind, obj));
+    out
+}
+
+fn required(field: &str) -> Cause {
+    Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+}
+
+fn unsupported(field: &str, value: &Value, allowed: &[&str]) -> Cause {
+    let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+    Cause { reason: "FieldValueNotSupported", field: field.into(), message: format!("Unsupported value: {value}: supported values: {}", list.join(", ")) }
+}
+
+fn is_blank(v: &Value) -> bool {
+    v.as_str().is_none_or(str::is_empty)
+}
+
+/// A pod spec at `path`: containers, each with a name and an image.
+fn pod_spec_causes(spec: &Value, path: &str, out: &mut Vec<Cause>) {
+    let containers = spec["containers"].as_array();
+    if containers.is_none_or(|c| c.is_empty()) {
+        out.push(required(&format!("{path}.containers")));
+    }
+    for list in ["containers", "initContainers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            for field in ["name", "image"] {
+                if is_blank(&c[field]) {
+                    out.push(required(&format!("{path}.{list}[{i}].{field}")));
+                }
+            }
+        }
+    }
+}
+
+/// Required fields and cross-field rules Kubernetes enforces on what users write.
+fn spec(kind: &Kind, obj: &Value) -> Vec<Cause> {
+    let mut out = Vec::new();
+    let spec = &obj["spec"];
+    match kind.kind {
+        "Pod" => pod_spec_causes(spec, "spec", &mut out),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            let selector = &spec["selector"];
+            if selector.as_object().is_none_or(|s| s.values().all(|v| v.is_null() || v.as_object().is_some_and(|m| m.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()))) {
+                out.push(required("spec.selector"));
+            } else if let Ok(sel) = resources::selector::LabelSelector::from_label_selector_json(selector) {
+                let labels = spec["template"]["metadata"]["labels"].as_object();
+                if !sel.matches_json(labels) {
+                    let shown = serde_json::to_string(&spec["template"]["metadata"]["labels"]).unwrap_or_default();
+                    out.push(Cause {
+                        reason: "FieldValueInvalid",
+                        field: "spec.template.metadata.labels".into(),
+                        message: format!("Invalid value: {shown}: `selector` does not match template `labels`"),
+                    });
+                }
+            }
+            pod_spec_causes(&spec["template"]["spec"], "spec.template.spec", &mut out);
+        }
+        "Job" => {
+            pod_spec_causes(&spec["template"]["spec"], "spec.template.spec", &mut out);
+            let policy = &spec["template"]["spec"]["restartPolicy"];
+            if !matches!(policy.as_str(), Some("Never" | "OnFailure")) {
+                out.push(unsupported("spec.template.spec.restartPolicy", policy, &["OnFailure", "Never"]));
+            }
+        }
+        "CronJob" => {
+            if is_blank(&spec["schedule"]) {
+                out.push(required("spec.schedule"));
+            }
+            pod_spec_causes(&spec["jobTemplate"]["spec"]["template"]["spec"], "spec.jobTemplate.spec.template.spec", &mut out);
+        }
+        "Service" => {
+            let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+            let headless = spec["clusterIP"].as_str() == Some("None");
+            if ty != "ExternalName" && !headless && spec["ports"].as_array().is_none_or(|p| p.is_empty()) {
+                out.push(required("spec.ports"));
+            }
+            for (i, p) in spec["ports"].as_array().into_iter().flatten().enumerate() {
+                if !p["port"].as_i64().is_some_and(|n| (1..=65535).contains(&n)) {
+                    out.push(Cause { reason: "FieldValueInvalid", field: format!("spec.ports[{i}].port"), message: format!("Invalid value: {}: must be between 1 and 65535, inclusive", p["port"]) });
+                }
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            for field in ["data", "binaryData"] {
+                for key in obj[field].as_object().into_iter().flatten().map(|(k, _)| k) {
+                    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                        out.push(Cause {
+                            reason: "FieldValueInvalid",
+                            field: format!("{field}[{key}]"),
+                            message: format!("Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"),
+                        });
+                    }
+                }
+            }
+        }
+        _ => {}
     }
     out
 }
@@ -177,6 +272,25 @@ mod tests {
         assert_eq!(object_meta(cm, &json!({"metadata": {"namespace": "a"}}))[0].reason, "FieldValueRequired");
         let svc = by_kind("v1", "Service").expect("svc");
         assert!(!object_meta(svc, &json!({"metadata": {"name": "1abc", "namespace": "a"}})).is_empty(), "services are DNS-1035 labels");
+    }
+
+    #[test]
+    fn workloads_need_a_matching_selector_and_containers_with_images() {
+        let d = by_kind("apps/v1", "Deployment").expect("deploy");
+        let obj = json!({"metadata": {"name": "d", "namespace": "a"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c"}]}}}});
+        let fields: Vec<String> = object_meta(d, &obj).into_iter().map(|c| c.field).collect();
+        assert_eq!(fields, vec!["spec.selector", "spec.template.spec.containers[0].image"]);
+        let obj = json!({"metadata": {"name": "d", "namespace": "a"}, "spec": {"selector": {"matchLabels": {"a": "x"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let c = object_meta(d, &obj);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].message.ends_with("`selector` does not match template `labels`"), "{c:?}");
+        let j = by_kind("batch/v1", "Job").expect("job");
+        let obj = json!({"metadata": {"name": "j", "namespace": "a"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(object_meta(j, &obj)[0].reason, "FieldValueNotSupported");
+        let cm = by_kind("v1", "ConfigMap").expect("cm");
+        assert_eq!(object_meta(cm, &json!({"metadata": {"name": "c", "namespace": "a"}, "data": {"bad key": "v"}}))[0].field, "data[bad key]");
+        let svc = by_kind("v1", "Service").expect("svc");
+        assert_eq!(object_meta(svc, &json!({"metadata": {"name": "s", "namespace": "a"}, "spec": {}}))[0].field, "spec.ports");
     }
 
     #[test]

@@ -274,6 +274,9 @@ fn core_flows(s: &Server) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(r#"unknown field "datum""#), "{err}");
     assert!(s.fails(&["delete", "ns", "default"]).contains("forbidden"));
+    let out = s.kubectl_in(&["apply", "-f", "-"], Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nosel, namespace: shop}\nspec:\n  template:\n    metadata: {labels: {a: b}}\n    spec: {containers: [{name: c}]}\n"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"The Deployment "nosel" is invalid"#) && err.contains("spec.selector: Required value") && err.contains("spec.template.spec.containers[0].image: Required value"), "{err}");
     // Deleting a namespace removes what is in it, and kubectl waits for it.
     s.ok(&["delete", "ns", "shop"]);
     assert!(s.fails(&["get", "ns", "shop"]).contains("NotFound"));
