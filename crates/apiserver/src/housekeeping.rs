@@ -172,9 +172,6 @@ async fn collect_garbage(api: &Api) -> ApiResult<()> {
     for owner in &deleting {
         let uid = owner.value["metadata"]["uid"].as_str().unwrap_or_default();
         let fins = finalizers(&owner.value);
-        let Some(k) = kind_of_key(&owner.key) else { continue };
-        let ns = owner.value["metadata"]["namespace"].as_str();
-        let name = owner.value["metadata"]["name"].as_str().unwrap_or_default();
         if fins.iter().any(|f| f == "orphan") {
             for d in owned_by(uid) {
                 let mut v = d.value.clone();
@@ -183,7 +180,7 @@ async fn collect_garbage(api: &Api) -> ApiResult<()> {
                 }
                 rewrite(api, d, v).await?;
             }
-            drop_finalizer(api, k, ns, name, owner, "orphan").await?;
+            drop_finalizer(api, owner, "orphan").await?;
         } else if fins.iter().any(|f| f == "foregroundDeletion") {
             let dependents = owned_by(uid);
             for d in &dependents {
@@ -200,7 +197,7 @@ async fn collect_garbage(api: &Api) -> ApiResult<()> {
                 d.value["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"].as_str() == Some(uid) && r["blockOwnerDeletion"].as_bool() == Some(true))
             });
             if !blocking {
-                drop_finalizer(api, k, ns, name, owner, "foregroundDeletion").await?;
+                drop_finalizer(api, owner, "foregroundDeletion").await?;
             }
         }
     }
@@ -242,7 +239,8 @@ async fn rewrite(api: &Api, o: &crate::cache::Obj, v: Value) -> ApiResult<()> {
     }
 }
 
-async fn drop_finalizer(api: &Api, _k: &Kind, _ns: Option<&str>, _name: &str, owner: &crate::cache::Obj, finalizer: &str) -> ApiResult<()> {
+/// Removes `finalizer` from a deleting owner; the last one going deletes it.
+async fn drop_finalizer(api: &Api, owner: &crate::cache::Obj, finalizer: &str) -> ApiResult<()> {
     let mut v = owner.value.clone();
     if let Some(f) = v["metadata"]["finalizers"].as_array_mut() {
         f.retain(|x| x.as_str() != Some(finalizer));

@@ -134,3 +134,51 @@ async fn status_and_scale_subresources_change_only_their_part() {
     assert_eq!(d.status.as_ref().and_then(|s| s.replicas), Some(1), "the status survives a spec change");
     assert_eq!(d.metadata.generation, Some(2), "a spec change bumps generation; a status change does not");
 }
+
+/// Polls `f` for up to 10 s.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn deletion_propagates_to_dependents_background_foreground_and_orphan() {
+    let r = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(r.client.clone(), "default");
+    let owned = |name: &str, owner: &ConfigMap| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "ownerReferences": [{
+                "apiVersion": "v1", "kind": "ConfigMap", "name": owner.metadata.name, "uid": owner.metadata.uid, "blockOwnerDeletion": true,
+            }]},
+        }))
+        .expect("dependent")
+    };
+    for (policy, owner_name) in [("Background", "bg"), ("Foreground", "fg"), ("Orphan", "orphan")] {
+        let owner = cms.create(&PostParams::default(), &cm(owner_name, &[], &[])).await.expect("owner");
+        let dep_name = format!("{owner_name}-dep");
+        cms.create(&PostParams::default(), &owned(&dep_name, &owner)).await.expect("dependent");
+        let dp = match policy {
+            "Background" => DeleteParams::background(),
+            "Foreground" => DeleteParams::foreground(),
+            _ => DeleteParams::orphan(),
+        };
+        cms.delete(owner_name, &dp).await.expect("delete owner");
+        eventually(&format!("{policy}: the owner goes"), || async { cms.get_opt(owner_name).await.ok().flatten().is_none() }).await;
+        if policy == "Orphan" {
+            let dep = cms.get(&dep_name).await.expect("the orphan stays");
+            assert!(dep.metadata.owner_references.unwrap_or_default().is_empty(), "and loses its owner reference");
+        } else {
+            eventually(&format!("{policy}: the dependent goes"), || async { cms.get_opt(&dep_name).await.ok().flatten().is_none() }).await;
+        }
+    }
+}
