@@ -57,9 +57,16 @@ impl CacheEvent {
     }
 }
 
+fn gc_relevant(v: &Value) -> bool {
+    v["metadata"]["ownerReferences"].as_array().is_some_and(|r| !r.is_empty()) || !v["metadata"]["deletionTimestamp"].is_null()
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Arc<Obj>>,
+    /// Keys of objects with owner references or a deletionTimestamp: what garbage collection
+    /// looks at, so it need not scan every object on every change.
+    gc_interest: std::collections::BTreeSet<String>,
     revision: Revision,
     log: VecDeque<Arc<CacheEvent>>,
     /// Every change after this revision is in `log`.
@@ -117,8 +124,9 @@ impl Cache {
             opts.revision = page.revision;
             opts.start_after = page.items.last().map(|kv| kv.key.clone());
         };
+        let gc_interest = objects.iter().filter(|(_, o)| gc_relevant(&o.value)).map(|(k, _)| k.clone()).collect();
         let mut s = self.write();
-        *s = State { objects, revision, log: VecDeque::new(), oldest: revision };
+        *s = State { objects, gc_interest, revision, log: VecDeque::new(), oldest: revision };
         drop(s);
         self.revision.send_replace(revision);
         Ok(revision)
@@ -167,11 +175,17 @@ impl Cache {
             store::Event::Created(kv) | store::Event::Updated { kv, .. } => {
                 let Some(obj) = parse(kv) else { return };
                 let prev = s.objects.insert(kv.key.clone(), obj.clone());
+                if gc_relevant(&obj.value) {
+                    s.gc_interest.insert(kv.key.clone());
+                } else {
+                    s.gc_interest.remove(&kv.key);
+                }
                 let change = if prev.is_some() { Change::Modified } else { Change::Added };
                 CacheEvent::new(change, revision, obj, prev)
             }
             store::Event::Deleted(kv) => {
                 let prev = s.objects.remove(&kv.key);
+                s.gc_interest.remove(&kv.key);
                 // The deleted object as it last was, stamped with the revision of the delete.
                 let Some(last) = prev.clone() else { return };
                 let obj = Arc::new(Obj { key: last.key.clone(), value: last.value.clone(), mod_revision: revision });
@@ -216,6 +230,12 @@ impl Cache {
         let s = self.read();
         let items = s.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, o)| o.clone()).collect();
         (items, s.revision)
+    }
+
+    /// Objects with owner references or being deleted.
+    pub fn gc_candidates(&self) -> Vec<Arc<Obj>> {
+        let s = self.read();
+        s.gc_interest.iter().filter_map(|k| s.objects.get(k).cloned()).collect()
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Obj>> {

@@ -7,7 +7,6 @@
 //! the server's own API object, until berth's controllers crate exists; they keep to the same
 //! rules (every change is an ordinary write through `rest::Api`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,17 +158,17 @@ async fn finalize_namespace(api: &Api, ns: &str) -> ApiResult<()> {
 /// (with `foregroundDeletion`) until its blocking dependents are gone. Orphan: dependents lose
 /// the owner reference, then the owner goes.
 async fn collect_garbage(api: &Api) -> ApiResult<()> {
-    let (everything, _) = api.cache.list("/registry/");
-    let uids: HashSet<&str> = everything.iter().filter_map(|o| o.value["metadata"]["uid"].as_str()).collect();
-    let deleting: Vec<&Arc<crate::cache::Obj>> = everything.iter().filter(|o| !o.value["metadata"]["deletionTimestamp"].is_null()).collect();
+    // Only objects with owners or a deletionTimestamp matter (the cache keeps them indexed).
+    let candidates = api.cache.gc_candidates();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let owned: Vec<&Arc<crate::cache::Obj>> = candidates.iter().filter(|o| o.value["metadata"]["ownerReferences"].as_array().is_some_and(|r| !r.is_empty())).collect();
     let owned_by = |uid: &str| -> Vec<&Arc<crate::cache::Obj>> {
-        everything
-            .iter()
-            .filter(|o| o.value["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"].as_str() == Some(uid)))
-            .collect()
+        owned.iter().copied().filter(|o| o.value["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"].as_str() == Some(uid))).collect()
     };
     let finalizers = |v: &Value| -> Vec<String> { v["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(String::from)).collect() };
-    for owner in &deleting {
+    for owner in candidates.iter().filter(|o| !o.value["metadata"]["deletionTimestamp"].is_null()) {
         let uid = owner.value["metadata"]["uid"].as_str().unwrap_or_default();
         let fins = finalizers(&owner.value);
         if fins.iter().any(|f| f == "orphan") {
@@ -201,18 +200,15 @@ async fn collect_garbage(api: &Api) -> ApiResult<()> {
             }
         }
     }
-    for o in &everything {
-        let refs = o.value["metadata"]["ownerReferences"].as_array();
-        let Some(refs) = refs.filter(|r| !r.is_empty()) else { continue };
-        if !o.value["metadata"]["deletionTimestamp"].is_null() {
-            continue;
-        }
-        if refs.iter().all(|r| r["uid"].as_str().is_some_and(|u| !uids.contains(u))) {
+    for o in owned.iter().filter(|o| o.value["metadata"]["deletionTimestamp"].is_null()) {
+        let refs = o.value["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        let ns = o.value["metadata"]["namespace"].as_str();
+        if refs.iter().all(|r| !owner_exists(api, r, ns)) {
             if let Some(k) = kind_of_key(&o.key) {
                 let name = o.value["metadata"]["name"].as_str().unwrap_or_default();
                 let mut v = o.value.clone();
                 v["metadata"]["resourceVersion"] = json!(o.mod_revision.to_string());
-                if let Err(e) = api.delete_object(&target(k, o.value["metadata"]["namespace"].as_str(), Some(name)), v, "Background", None, false).await {
+                if let Err(e) = api.delete_object(&target(k, ns, Some(name)), v, "Background", None, false).await {
                     if e.code != 404 && e.code != 409 {
                         return Err(e);
                     }
@@ -221,6 +217,18 @@ async fn collect_garbage(api: &Api) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the object an owner reference names exists with that uid (owners are in the
+/// dependent's namespace, or cluster-scoped). An owner of a kind berth does not serve counts as
+/// existing: nothing is deleted on a guess.
+fn owner_exists(api: &Api, r: &Value, namespace: Option<&str>) -> bool {
+    let (Some(av), Some(kind), Some(name), Some(uid)) = (r["apiVersion"].as_str(), r["kind"].as_str(), r["name"].as_str(), r["uid"].as_str()) else {
+        return true;
+    };
+    let Some(k) = kinds::by_kind(av, kind) else { return true };
+    let ns = if k.namespaced { namespace } else { None };
+    api.cache.get(&k.key(ns, name)).is_some_and(|o| o.value["metadata"]["uid"].as_str() == Some(uid))
 }
 
 fn kind_of_key(key: &str) -> Option<&'static Kind> {
