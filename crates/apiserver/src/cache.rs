@@ -16,6 +16,8 @@ use crate::status::{ApiError, ApiResult};
 
 /// Changes kept for watchers that resume from an older revision (beyond it: 410 Gone).
 const WINDOW: usize = 100_000;
+/// Changes a watcher may lag behind before it is cut off with 410.
+const EVENT_BUFFER: usize = 16_384;
 
 /// One object as stored, parsed.
 #[derive(Debug)]
@@ -76,7 +78,9 @@ struct State {
 pub struct Cache {
     store: Arc<dyn Store>,
     state: RwLock<State>,
-    events: broadcast::Sender<Arc<CacheEvent>>,
+    /// Replaced when the cache reloads: watchers of the old one see their stream end (and resume
+    /// with 410 if their revision is gone), rather than silently missing the gap.
+    events: std::sync::Mutex<broadcast::Sender<Arc<CacheEvent>>>,
     revision: watch::Sender<Revision>,
 }
 
@@ -99,13 +103,22 @@ fn parse(kv: &store::KeyValue) -> Option<Arc<Obj>> {
 impl Cache {
     /// Loads everything under `/registry/` and follows the datastore from there.
     pub async fn start(store: Arc<dyn Store>) -> ApiResult<Arc<Cache>> {
-        let (events, _) = broadcast::channel(16_384);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (revision, _) = watch::channel(0);
-        let cache = Arc::new(Cache { store, state: RwLock::default(), events, revision });
-        let rev = cache.load().await?;
+        let cache = Arc::new(Cache { store, state: RwLock::default(), events: std::sync::Mutex::new(events), revision });
+        let (stream, rev) = cache.watch_then_load().await?;
         let follower = cache.clone();
-        tokio::spawn(async move { follower.follow(rev).await });
+        tokio::spawn(async move { follower.follow(stream, rev).await });
         Ok(cache)
+    }
+
+    /// The watch is opened before the list: every change after the list's revision is then in
+    /// the stream (a watch "from now on" opened after the list could miss writes in between, and
+    /// an empty store has no revision to watch from).
+    async fn watch_then_load(&self) -> ApiResult<(store::WatchStream, Revision)> {
+        let stream = self.store.watch("/registry/", 0).await?;
+        let rev = self.load().await?;
+        Ok((stream, rev))
     }
 
     async fn load(&self) -> ApiResult<Revision> {
@@ -127,35 +140,36 @@ impl Cache {
         let gc_interest = objects.iter().filter(|(_, o)| gc_relevant(&o.value)).map(|(k, _)| k.clone()).collect();
         let mut s = self.write();
         *s = State { objects, gc_interest, revision, log: VecDeque::new(), oldest: revision };
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = broadcast::channel(EVENT_BUFFER).0;
         drop(s);
         self.revision.send_replace(revision);
         Ok(revision)
     }
 
-    /// Applies the datastore's changes forever; starts over from a fresh load if the watch breaks.
-    async fn follow(self: Arc<Self>, mut from: Revision) {
+    /// Applies the datastore's changes (those after the loaded revision) forever; starts over
+    /// with a new watch and a fresh load if the stream breaks.
+    async fn follow(self: Arc<Self>, mut stream: store::WatchStream, mut loaded: Revision) {
         loop {
-            match self.store.watch("/registry/", from).await {
-                Ok(mut stream) => {
-                    while let Some(item) = stream.next().await {
-                        match item {
-                            Ok(ev) => {
-                                from = ev.revision();
-                                self.apply(ev);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "the datastore watch broke; reloading the cache");
-                                break;
-                            }
-                        }
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) if ev.revision() <= loaded => {}
+                    Ok(ev) => self.apply(ev),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the datastore watch broke; reloading the cache");
+                        break;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot watch the datastore"),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            match self.load().await {
-                Ok(rev) => from = rev,
-                Err(e) => tracing::warn!(error = %e.message, "cannot reload the cache"),
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match self.watch_then_load().await {
+                    Ok((s, rev)) => {
+                        stream = s;
+                        loaded = rev;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e.message, "cannot reload the cache"),
+                }
             }
         }
     }
@@ -201,7 +215,7 @@ impl Cache {
         }
         s.revision = revision;
         // Sent under the lock: a subscriber taking its backlog under the lock sees each change once.
-        let _ = self.events.send(event);
+        let _ = self.events.lock().unwrap_or_else(|p| p.into_inner()).send(event);
         drop(s);
         self.revision.send_replace(revision);
     }
@@ -249,7 +263,7 @@ impl Cache {
             return Err(ApiError::gone(format!("too old resource version: {after} ({})", s.oldest)));
         }
         let backlog = s.log.iter().filter(|e| e.revision > after).cloned().collect();
-        let live = self.events.subscribe();
+        let live = self.events.lock().unwrap_or_else(|p| p.into_inner()).subscribe();
         Ok(Subscription { backlog, live })
     }
 }
