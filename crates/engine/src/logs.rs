@@ -91,7 +91,7 @@ impl Engine {
                 offset = tail_offset(&path, n).await;
             }
             let done = move |o: &Observed| !follow || o.removed || o.state.exit_count > base;
-            follow_file(path, offset, rx, done, tx, move |e| opts.wants(e)).await;
+            follow_file(path, None, offset, rx, done, tx, move |e| opts.wants(e)).await;
         });
         Ok((rec, out))
     }
@@ -105,7 +105,14 @@ impl Engine {
             return Err(Error::Conflict(format!("You cannot attach to a {} container", rec.state.status.as_str())));
         }
         let path = self.log_path(&rec.id);
-        let offset = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+        // The log is opened (made, if the container has not started yet: the shim appends to it)
+        // before this returns: an attach before start must see output even when `--rm` deletes
+        // the file before the follower first looks.
+        let file = tokio::fs::OpenOptions::new().create(true).append(true).read(true).open(&path).await.ok();
+        let offset = match &file {
+            Some(f) => f.metadata().await.map(|m| m.len()).unwrap_or(0),
+            None => 0,
+        };
         let rx = c.observed.subscribe();
         let base = rec.state.exit_count;
         let (tx, out) = mpsc::channel(256);
@@ -117,7 +124,7 @@ impl Engine {
                     // A failed start leaves the container created with an error: nothing will come.
                     || (o.state.status != Status::Running && !o.state.error.is_empty())
             };
-            follow_file(path, offset, rx, done, tx, move |e| opts.wants(e)).await;
+            follow_file(path, file, offset, rx, done, tx, move |e| opts.wants(e)).await;
         });
         Ok((rec, out))
     }
@@ -143,8 +150,10 @@ async fn tail_offset(path: &PathBuf, n: usize) -> u64 {
 
 /// Sends complete lines from `offset` on; when `done` holds, drains what is left and stops. Stops
 /// early when the receiver goes away.
+#[allow(clippy::too_many_arguments)]
 async fn follow_file(
     path: PathBuf,
+    opened: Option<tokio::fs::File>,
     offset: u64,
     mut rx: watch::Receiver<Observed>,
     done: impl Fn(&Observed) -> bool,
@@ -153,6 +162,12 @@ async fn follow_file(
 ) {
     let mut reader: Option<BufReader<tokio::fs::File>> = None;
     let mut growth: Option<Growth> = None;
+    if let Some(mut f) = opened {
+        growth = Growth::watch(&path);
+        if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+            reader = Some(BufReader::new(f));
+        }
+    }
     let mut line = String::new();
     loop {
         let finished = done(&rx.borrow_and_update());
