@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, HostConfig};
-use crate::{blocking, Engine};
+use crate::{blocking, lock, Engine};
 
 /// `HostConfig.PortBindings` values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -202,10 +202,6 @@ pub(crate) struct Networking {
     dir: PathBuf,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
 fn save_record(dir: &Path, r: &NetworkRecord) -> Result<()> {
     let data = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(format!("network {}: {e}", r.name)))?;
     crate::store::write_atomic(&dir.join(format!("{}.json", r.id)), &data)
@@ -242,7 +238,7 @@ pub(crate) fn open(root: &Path, bridge: Option<&BridgeOptions>) -> Networking {
         id: crate::lifecycle::new_id(),
         name: name.into(),
         driver: driver.into(),
-        created: now(),
+        created: crate::now_rfc3339(),
         subnet: None,
         gateway: None,
         bridge: None,
@@ -329,7 +325,7 @@ pub(crate) fn open(root: &Path, bridge: Option<&BridgeOptions>) -> Networking {
 
 impl Networking {
     fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NetworkRecord>> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.records)
     }
 
     fn all(&self) -> Vec<NetworkRecord> {
@@ -445,7 +441,7 @@ impl Engine {
             id: id.clone(),
             name: req.name.clone(),
             driver: "bridge".into(),
-            created: now(),
+            created: crate::now_rfc3339(),
             subnet: Some(subnet.to_string()),
             gateway: Some(subnet.gateway().to_string()),
             bridge: Some(bridge.clone()),
@@ -717,9 +713,6 @@ impl Engine {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[cfg(test)]
 mod tests {
